@@ -1,0 +1,165 @@
+"""apm-bench: `run` a suite on Ray workers, `report` the Parquet it wrote, `ls` what exists."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from harness.config import ApmConfig, ExecConfig, RunConfig, TeacherConfig
+from harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Test-time-training benchmarks for CLIP teachers (APM, zero-shot, ensemble) on Ray.")
+
+APM_FLAGS = "APM (defaults: ../shared/spec/apm-method.md)"
+
+
+def _split(values: list[str] | None) -> tuple[str, ...] | None:
+    """Repeatable and comma-separated both work: --method zeroshot --method apm, or --method zeroshot,apm."""
+    if not values:
+        return None
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
+def _hidden(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise HarnessError(f"--apm-hidden expects comma-separated integers, got '{text}'") from None
+    if not widths or min(widths) < 1:
+        raise HarnessError(f"--apm-hidden expects positive widths, got '{text}'")
+    return widths
+
+
+@app.command()
+def run(
+    suite: Annotated[Optional[str], typer.Option(help="Named suite (see `apm-bench ls`).")] = None,
+    task: Annotated[Optional[list[str]], typer.Option(help="Task spec, repeatable: synthetic, imagefolder:PATH.")] = None,
+    method: Annotated[Optional[list[str]], typer.Option(help="Method, repeatable: zeroshot, ensemble, apm.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="open_clip architecture, e.g. ViT-B-16, or apm-tiny.")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(help="Tag, hf-hub:ORG/REPO, checkpoint file/dir, or none.")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast on GPU.")] = "fp32",
+    seed: Annotated[int, typer.Option(help="Run seed; per-sample seeds derive from it.")] = 0,
+    shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard.")] = 16,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="CPU actors (without GPUs).")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads per CPU actor.")] = 1,
+    address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (host:port); default local.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out_root: Annotated[Path, typer.Option(help="Folder holding run directories.")] = Path("results"),
+    run_id: Annotated[Optional[str], typer.Option(help="Run directory name; an existing one is continued.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    apm_image_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=APM_FLAGS)] = None,
+    apm_patch_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=APM_FLAGS)] = None,
+    apm_hidden: Annotated[Optional[str], typer.Option(help="e.g. 4096,2048,1024", rich_help_panel=APM_FLAGS)] = None,
+    apm_pooling: Annotated[Optional[str], typer.Option(help="attention or mean", rich_help_panel=APM_FLAGS)] = None,
+    apm_heads: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=APM_FLAGS)] = None,
+    apm_steps: Annotated[Optional[int], typer.Option(min=0, rich_help_panel=APM_FLAGS)] = None,
+    apm_lr: Annotated[Optional[float], typer.Option(min=0.0, rich_help_panel=APM_FLAGS)] = None,
+    apm_copies: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=APM_FLAGS)] = None,
+    apm_init_std: Annotated[Optional[float], typer.Option(min=0.0, rich_help_panel=APM_FLAGS)] = None,
+    apm_chunk_size: Annotated[Optional[int], typer.Option(min=0, rich_help_panel=APM_FLAGS)] = None,
+    apm_rgb_weight: Annotated[Optional[float], typer.Option(min=0.0, rich_help_panel=APM_FLAGS)] = None,
+    apm_use_patch: Annotated[Optional[bool], typer.Option(rich_help_panel=APM_FLAGS)] = None,
+    apm_templates: Annotated[Optional[str], typer.Option(help="ensemble or single", rich_help_panel=APM_FLAGS)] = None,
+) -> None:
+    """Evaluate methods on tasks; writes results/<run-id>/ (manifest + one Parquet file per shard)."""
+    from harness.engine.runner import run as run_engine
+    from tasks.registry import SUITES
+
+    chosen = SUITES.get(suite) if suite else None
+    apm_overrides = dict(chosen.apm) if chosen else {}
+    flags = {
+        "image_size": apm_image_size, "patch_size": apm_patch_size, "hidden": _hidden(apm_hidden),
+        "pooling": apm_pooling, "heads": apm_heads, "steps": apm_steps, "lr": apm_lr, "copies": apm_copies,
+        "init_std": apm_init_std, "chunk_size": apm_chunk_size, "rgb_weight": apm_rgb_weight,
+        "use_patch": apm_use_patch, "templates": apm_templates,
+    }
+    apm_overrides.update({k: v for k, v in flags.items() if v is not None})
+    if apm_overrides.get("templates", "ensemble") not in ("ensemble", "single"):
+        raise HarnessError(f"--apm-templates must be ensemble or single, not '{apm_overrides['templates']}'")
+    if precision not in ("fp32", "bf16"):
+        raise HarnessError(f"--precision must be fp32 or bf16, not '{precision}'")
+    if device not in ("auto", "cpu", "cuda"):
+        raise HarnessError(f"--device must be auto, cpu or cuda, not '{device}'")
+    config = RunConfig(
+        tasks=_split(task) or (chosen.tasks if chosen else ()),
+        methods=_split(method) or (chosen.methods if chosen else ()),
+        teacher=TeacherConfig(
+            model=model or (chosen.model if chosen else "apm-tiny"),
+            pretrained=pretrained or (chosen.pretrained if chosen else "none"),
+            precision=precision,
+        ),
+        apm=dataclasses.replace(ApmConfig(), **apm_overrides),
+        seed=seed,
+        shard_size=shard_size,
+        suite=suite,
+    )
+    execution = ExecConfig(str(out_root), run_id, address, workers, device, threads, progress)
+    summary = run_engine(config, execution)
+    typer.echo(
+        f"{summary.run_dir}: {summary.shards_done}/{summary.shards_total} shards, {summary.samples} samples, "
+        f"{summary.rows_written} rows written, {summary.errors} error rows"
+    )
+    typer.echo(f"next: apm-bench report {summary.run_dir} --format markdown")
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[Optional[list[Path]], typer.Argument(help="Run directories; default the newest.")] = None,
+    format: Annotated[str, typer.Option("--format", help="markdown, latex or csv.")] = "markdown",
+    out_root: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("results"),
+) -> None:
+    """Accuracy (with n) per method x task, read from the runs' Parquet files only."""
+    from harness import store
+    from harness.report.render import FORMATS
+
+    renderer = FORMATS.get(format)
+    dirs = list(run_dirs) if run_dirs else [store.latest_run(out_root)]
+    typer.echo(renderer(store.read_rows(dirs)))
+
+
+@app.command("ls")
+def list_things() -> None:
+    """Suites, tasks and methods this harness knows."""
+    from harness.methods import METHODS
+    from tasks.registry import SUITES, TASKS
+
+    typer.echo("suites:")
+    for name, s in SUITES.items():
+        typer.echo(f"  {name:<14} {s.description}; tasks={','.join(s.tasks)} methods={','.join(s.methods)}")
+    typer.echo("tasks:   " + ", ".join(TASKS.names()))
+    typer.echo("methods: " + ", ".join(METHODS.names()))
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        code = app(standalone_mode=False)
+    except HarnessError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted; finished shards are kept", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if not hasattr(exc, "format_message"):  # a bug, not a usage error: keep the traceback
+            raise
+        # usage errors of the command-line parser (typer's own click): one line, not a panel
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "apm-bench"
+        if exc.format_message():  # empty when the parser has just printed the help
+            typer.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(getattr(exc, "exit_code", 2) or 2)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Run configuration. Everything that can change a result is in `RunConfig` and its fingerprint;
+how the run is executed (workers, cluster address, output folder) is in `ExecConfig` and is not."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    model: str = "apm-tiny"
+    """open_clip architecture name (e.g. ViT-B-16), or the harness's own `apm-tiny`."""
+    pretrained: str = "none"
+    """open_clip tag (openai, laion2b_s34b_b88k), `hf-hub:ORG/REPO`, a local checkpoint file or
+    open_clip model directory, or `none` for random weights drawn from `init_seed`."""
+    precision: str = "fp32"
+    """fp32 everywhere, or bf16 autocast (GPU only; CPU stays fp32)."""
+    init_seed: int = 0
+    """Seed of the random weights when pretrained is `none`: the same tiny teacher on every worker."""
+
+
+@dataclass(frozen=True)
+class ApmConfig:
+    """The reconstructed APM settings of ../shared/spec/apm-method.md; each one is a CLI flag."""
+
+    image_size: int = 448
+    """APM input side S (resize, no crop)."""
+    patch_size: int = 14
+    """Trigger conv kernel and stride p; the grid has (S/p)^2 locations."""
+    hidden: tuple[int, ...] = (4096, 2048, 1024)
+    """Widths of the shared MLP's hidden layers (ReLU after each); the last layer maps to D."""
+    pooling: str = "attention"
+    """`attention` (learned query, 8 heads, fixed 2-D sin/cos code added) or `mean`."""
+    heads: int = 8
+    rgb_hidden: int = 256
+    """Width of the RGB head (present in the network, weight 0 in TTT by default)."""
+    rgb_weight: float = 0.0
+    """Loss weight of the RGB reconstruction of each location's mean colour."""
+    use_patch: bool = False
+    """Append each location's own pixels to its query (the paper's figure; off in the spec)."""
+    chunk_size: int = 0
+    """Locations evaluated per chunk (0 = all at once). Chunks are checkpointed under grad, so
+    memory stays bounded as the grid grows."""
+    init_std: float = 0.01
+    """Every parameter is drawn from N(0, init_std) before each sample."""
+    steps: int = 20
+    lr: float = 1e-4
+    copies: int = 1
+    """Identical copies of the image per step (the demo code uses 8)."""
+    templates: str = "ensemble"
+    """Class embeddings from the task's template ensemble, or `single` ("a photo of a {}.")."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What is evaluated. Two runs with equal fingerprints must produce equal rows."""
+
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    apm: ApmConfig = field(default_factory=ApmConfig)
+    seed: int = 0
+    shard_size: int = 16
+    """Samples per shard: the unit of scheduling, teacher batching, and resume."""
+    suite: str | None = None
+    task_versions: tuple[tuple[str, str], ...] = ()
+    """(task spec, task version) pairs, filled when tasks are resolved, so data changes show."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        payload = self.to_dict()
+        payload.pop("suite")  # a label only: the same tasks and settings give the same rows
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """How a run is executed; none of this may change a per-sample result."""
+
+    out_root: str = "results"
+    run_id: str | None = None
+    address: str | None = None
+    """None starts a local Ray instance; otherwise the address of an existing cluster."""
+    workers: int | None = None
+    """CPU actors when no GPU is used; default: the CPUs Ray sees divided by threads_per_worker."""
+    device: str = "auto"
+    """auto (cuda when the cluster has GPUs), cpu, or cuda."""
+    threads_per_worker: int = 1
+    """torch intra-op threads per actor; fixed so that results do not depend on worker count."""
+    progress: bool = True

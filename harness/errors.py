@@ -1,0 +1,5 @@
+"""The one exception type the CLI turns into a one-line message instead of a traceback."""
+
+
+class HarnessError(Exception):
+    """A user-facing problem: bad flag, missing data, unknown name. The message is one line."""

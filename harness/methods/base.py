@@ -1,0 +1,72 @@
+"""The method protocol: a method sees the teacher, a task and a shard's decoded samples (with their
+teacher embeddings already computed once) and returns one outcome per sample. It owns its reset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from harness.config import RunConfig
+from harness.models.teacher import Teacher
+from harness.registry import Registry
+from tasks.base import SampleRef, Task
+
+
+@dataclass(frozen=True)
+class SampleInput:
+    ref: SampleRef
+    image: Image.Image
+    content_hash: str
+    seed: int
+    """derive_seed(run seed, task, sample id): the only randomness a method may use for this sample."""
+    teacher_embedding: torch.Tensor
+    """(D,) projected, unnormalised, on the teacher's device."""
+    teacher_seconds: float
+    """This sample's share of the batched teacher forward, so every method's cost includes it."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    prediction: int | None
+    top5: tuple[int, ...] = ()
+    confidence: float | None = None
+    prediction_before: int | None = None
+    """The teacher's own prediction with the same classifier, before any adaptation."""
+    n_templates: int = 0
+    steps: int = 0
+    losses: tuple[float, ...] = ()
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class Method(Protocol):
+    name: str
+
+    def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]: ...
+
+
+MethodFactory = Callable[[RunConfig], Method]
+METHODS: Registry[MethodFactory] = Registry("method (--method)")
+
+
+@dataclass(frozen=True)
+class Scores:
+    prediction: list[int]
+    top5: list[tuple[int, ...]]
+    confidence: list[float]
+
+
+def score(embeddings: torch.Tensor, classifier: torch.Tensor, logit_scale: float) -> Scores:
+    """Cosine similarity to each class embedding; confidence = softmax probability at CLIP's scale."""
+    logits = logit_scale * F.normalize(embeddings.float(), dim=-1) @ classifier
+    probs = logits.softmax(dim=-1)
+    k = min(5, classifier.shape[1])
+    top = logits.topk(k, dim=-1).indices
+    conf = probs.gather(1, top[:, :1]).squeeze(1)
+    return Scores(top[:, 0].tolist(), [tuple(r) for r in top.tolist()], conf.tolist())
+

@@ -1,0 +1,52 @@
+"""CLIP zero-shot baselines: one template (TPT's CLIP row) and the template ensemble."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from harness.config import RunConfig
+from harness.methods.base import METHODS, Outcome, SampleInput, score
+from harness.models.teacher import Teacher
+from tasks.base import Task
+from tasks.templates import SINGLE_TEMPLATE
+
+
+@dataclass
+class PromptMethod:
+    """Classify the teacher's own embedding; nothing is adapted, so there is nothing to reset."""
+
+    name: str
+    ensemble: bool
+
+    def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
+        templates = task.templates if self.ensemble else (SINGLE_TEMPLATE,)
+        classifier = teacher.classifier(task.classnames, templates)
+        start = time.perf_counter()
+        scores = score(torch.stack([s.teacher_embedding for s in samples]), classifier, teacher.logit_scale)
+        share = (time.perf_counter() - start) / max(len(samples), 1)
+        return [
+            Outcome(
+                prediction=scores.prediction[i],
+                top5=scores.top5[i],
+                confidence=scores.confidence[i],
+                n_templates=len(templates),
+                seconds=s.teacher_seconds + share,
+            )
+            for i, s in enumerate(samples)
+        ]
+
+
+def _zeroshot(_: RunConfig) -> PromptMethod:
+    return PromptMethod("zeroshot", ensemble=False)
+
+
+def _ensemble(_: RunConfig) -> PromptMethod:
+    return PromptMethod("ensemble", ensemble=True)
+
+
+METHODS.add("zeroshot", _zeroshot)
+METHODS.add("ensemble", _ensemble)

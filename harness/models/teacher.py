@@ -1,0 +1,118 @@
+"""The frozen CLIP teacher: open_clip loading from any source, batched image embeddings and the
+zero-shot text classifier, cached per (class names, templates) so it is built once per task."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import open_clip
+import torch
+
+from harness.config import TeacherConfig
+from harness.errors import HarnessError
+from harness.registry import unknown_name_message
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+open_clip.add_model_config(CONFIG_DIR)  # registers `apm-tiny` beside open_clip's own configs
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What open_clip is asked for: its own (model_name, pretrained) pair."""
+
+    model_name: str
+    pretrained: str | None
+    kind: str
+    """tag, hf-hub, file, local-dir or none: recorded so a row says where its weights came from."""
+
+
+def resolve_source(model: str, pretrained: str) -> ModelSource:
+    """Map --model/--pretrained onto open_clip's schemes, with one-line errors for what cannot work."""
+    if pretrained.startswith("hf-hub:"):
+        return ModelSource(pretrained, None, "hf-hub")
+    if model not in open_clip.list_models():
+        raise HarnessError(unknown_name_message("model (--model)", model, open_clip.list_models()))
+    if pretrained in ("none", ""):
+        return ModelSource(model, None, "none")
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        return ModelSource(f"local-dir:{path}", None, "local-dir")
+    if path.is_file():
+        return ModelSource(model, str(path), "file")
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if pretrained not in tags:
+        if os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth")):
+            raise HarnessError(f"--pretrained {pretrained}: no such checkpoint file or directory")
+        raise HarnessError(unknown_name_message(f"pretrained tag for {model} (--pretrained)", pretrained, tags or ["none"]))
+    return ModelSource(model, pretrained, "tag")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked; CPU always runs fp32."""
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class Teacher:
+    model: torch.nn.Module
+    preprocess: Callable
+    """The model's own eval transform (resize, centre crop, its normalisation)."""
+    tokenizer: Callable
+    device: torch.device
+    config: TeacherConfig
+    source: ModelSource
+    embed_dim: int
+    _classifiers: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Projected, unnormalised image embeddings (B, D) in fp32: the APM target."""
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+        with autocast(self.device, self.config.precision):
+            out = self.model.encode_image(pixels.to(self.device), normalize=False)
+        return out.float()
+
+    @torch.no_grad()
+    def classifier(self, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+        """(D, C): per class, the normalised mean of its normalised prompt embeddings."""
+        key = (tuple(classnames), tuple(templates))
+        if key not in self._classifiers:
+            with autocast(self.device, self.config.precision):
+                weights = open_clip.build_zero_shot_classifier(
+                    self.model, self.tokenizer, list(classnames), list(templates), device=self.device
+                )
+            self._classifiers[key] = weights.float()
+        return self._classifiers[key]
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp())
+
+
+def load_teacher(config: TeacherConfig, device: str | torch.device = "cpu") -> Teacher:
+    device = torch.device(device)
+    source = resolve_source(config.model, config.pretrained)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.init_seed)  # `none` means the same random teacher everywhere
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                source.model_name, pretrained=source.pretrained, device=device, weights_only=True
+            )
+        except (RuntimeError, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise HarnessError(
+                f"cannot load teacher --model {config.model} --pretrained {config.pretrained}: {first}"
+            ) from exc
+    model.eval().requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer(source.model_name)
+    with torch.no_grad():
+        embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
+    return Teacher(model, preprocess, tokenizer, device, config, source, embed_dim)
+

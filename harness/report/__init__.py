@@ -1,0 +1,1 @@
+"""Reading finished runs into tables. Reads Parquet only, never a model."""

@@ -1,0 +1,155 @@
+"""The run directory: a manifest plus one Parquet file per finished shard, each written to a
+temporary name and renamed, so a file that exists is complete. The report reads only these files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from harness.errors import HarnessError
+
+MANIFEST = "manifest.json"
+SHARDS = "shards"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One (sample, method) result with the provenance needed to trust and pair it."""
+
+    run_id: str
+    fingerprint: str
+    code_version: str
+    task: str
+    task_version: str
+    sample_id: str
+    content_hash: str | None
+    label: int
+    method: str
+    model: str
+    pretrained: str
+    weights_source: str
+    seed: int
+    prediction: int | None
+    correct: bool | None
+    top5: list[int]
+    top5_correct: bool | None
+    confidence: float | None
+    prediction_before: int | None
+    n_templates: int
+    ttt_steps: int
+    loss_first: float | None
+    loss_last: float | None
+    losses: list[float]
+    seconds: float
+    device: str
+    worker: str
+    error: str | None
+
+
+SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("fingerprint", pa.string()),
+        ("code_version", pa.string()),
+        ("task", pa.string()),
+        ("task_version", pa.string()),
+        ("sample_id", pa.string()),
+        ("content_hash", pa.string()),
+        ("label", pa.int32()),
+        ("method", pa.string()),
+        ("model", pa.string()),
+        ("pretrained", pa.string()),
+        ("weights_source", pa.string()),
+        ("seed", pa.int64()),
+        ("prediction", pa.int32()),
+        ("correct", pa.bool_()),
+        ("top5", pa.list_(pa.int32())),
+        ("top5_correct", pa.bool_()),
+        ("confidence", pa.float64()),
+        ("prediction_before", pa.int32()),
+        ("n_templates", pa.int32()),
+        ("ttt_steps", pa.int32()),
+        ("loss_first", pa.float64()),
+        ("loss_last", pa.float64()),
+        ("losses", pa.list_(pa.float32())),
+        ("seconds", pa.float64()),
+        ("device", pa.string()),
+        ("worker", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+assert SCHEMA.names == [f.name for f in dataclasses.fields(Row)], "Row and SCHEMA must list the same columns"
+
+
+def rows_to_table(rows: list[Row]) -> pa.Table:
+    return pa.Table.from_pylist([dataclasses.asdict(r) for r in rows], schema=SCHEMA)
+
+
+def shard_path(run_dir: Path, shard_id: str) -> Path:
+    return run_dir / SHARDS / f"{shard_id}.parquet"
+
+
+def write_shard(run_dir: Path, shard_id: str, table: pa.Table) -> Path:
+    """Atomic: write beside the target under a temporary name, then rename over it."""
+    final = shard_path(run_dir, shard_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{shard_id}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return final
+
+
+def done_shards(run_dir: Path) -> set[str]:
+    return {p.stem for p in (run_dir / SHARDS).glob("*.parquet")}
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=run_dir)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(manifest, fh, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, run_dir / MANIFEST)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"not a run directory (no {MANIFEST}): {run_dir}") from None
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"unreadable manifest {path}: {exc}") from None
+
+
+def latest_run(root: Path) -> Path:
+    """The run under `root` that started last (by its manifest)."""
+    runs = [p.parent for p in root.glob(f"*/{MANIFEST}")]
+    if not runs:
+        raise HarnessError(f"no runs under {root}/ (run `apm-bench run` first, or name a run directory)")
+    return max(runs, key=lambda d: (read_manifest(d).get("started", ""), d.name))
+
+
+def read_rows(run_dirs: list[Path]) -> pd.DataFrame:
+    """Every row of the named runs, read with pyarrow's dataset reader (only the Parquet files)."""
+    files = []
+    for run_dir in run_dirs:
+        read_manifest(run_dir)
+        files += sorted(str(p) for p in (run_dir / SHARDS).glob("*.parquet"))
+    if not files:
+        return SCHEMA.empty_table().to_pandas()
+    return ds.dataset(files, schema=SCHEMA, format="parquet").to_table().to_pandas()

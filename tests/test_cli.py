@@ -1,0 +1,57 @@
+"""The console script as a user runs it: a subprocess, its own local Ray, files on disk."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+EXE = shutil.which("apm-bench") or str(Path(sys.executable).parent / "apm-bench")
+
+
+def apm_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run([EXE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_smoke_run_then_report(tmp_path):
+    done = apm_bench("run", "--suite", "smoke", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    runs = list((tmp_path / "results").iterdir())
+    assert len(runs) == 1 and (runs[0] / "manifest.json").is_file()
+    rows = ds.dataset(runs[0] / "shards", format="parquet").to_table().to_pandas()
+    assert len(rows) == 48 * 3 and rows[["sample_id", "method"]].drop_duplicates().shape[0] == 144
+    assert rows["error"].isna().all()
+    apm = rows[rows["method"] == "apm"]
+    assert (apm["ttt_steps"] == 20).all() and (apm["loss_last"] < apm["loss_first"]).all()
+
+    table = apm_bench("report", "--format", "markdown", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.strip().splitlines()
+    assert lines[0].split("|")[1:3] == [" method   ", " synthetic   "]
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["zeroshot", "ensemble", "apm"]
+    assert all("(n=48)" in line for line in lines[2:])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--no-such-flag"], "No such option: --no-such-flag"),
+        (["run", "--suite", "smoke", "--model", "ViT-B-61"], "did you mean 'ViT-B-16'"),
+        (["run", "--task", "imagenet-x", "--method", "zeroshot"], "unknown task 'imagenet-x'"),
+        (["run", "--suite", "smok"], "unknown suite 'smok'; did you mean 'smoke'"),
+        (["run", "--suite", "smoke", "--apm-hidden", "4096,x"], "--apm-hidden"),
+        (["report", "--format", "xlsx"], "unknown format (--format) 'xlsx'"),
+        (["report", "nowhere"], "not a run directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path, args, message):
+    done = apm_bench(*args, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())

@@ -1,0 +1,64 @@
+"""The driver on a real local Ray instance (127.0.0.1, 2 CPUs)."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from harness import store
+from harness.config import ApmConfig, ExecConfig, RunConfig
+from harness.engine.runner import prepare, run
+from harness.errors import HarnessError
+
+CONFIG = RunConfig(
+    tasks=("synthetic:2",),
+    methods=("zeroshot", "apm"),
+    apm=ApmConfig(image_size=64, patch_size=8, hidden=(128, 64), steps=6, lr=1e-3),
+    shard_size=5,
+)
+RESULT_COLUMNS = ["task", "sample_id", "method", "seed", "prediction", "top5", "confidence", "prediction_before", "losses"]
+
+
+def _run(tmp_path, workers: int, run_id: str, config: RunConfig = CONFIG):
+    execution = ExecConfig(out_root=str(tmp_path), run_id=run_id, workers=workers, progress=False)
+    return run(config, execution)
+
+
+def _results(run_dir):
+    rows = store.read_rows([run_dir])
+    rows = rows.sort_values(["sample_id", "method"])[RESULT_COLUMNS].reset_index(drop=True)
+    return rows.assign(top5=rows["top5"].map(list), losses=rows["losses"].map(list))
+
+
+def test_one_and_two_workers_give_identical_rows(tmp_path, ray_local):
+    one = _run(tmp_path, 1, "one")
+    two = _run(tmp_path, 2, "two")
+    assert one.shards_total == two.shards_total == 5 and one.samples == 24
+    a, b = _results(one.run_dir), _results(two.run_dir)
+    assert len(a) == 48 and a["sample_id"].nunique() == 24
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    workers = set(store.read_rows([two.run_dir])["worker"])
+    assert len(workers) == 2  # both actors did work
+
+
+def test_rerun_skips_finished_shards_and_refuses_another_config(tmp_path, ray_local):
+    first = _run(tmp_path, 2, "same")
+    manifest = store.read_manifest(first.run_dir)
+    assert manifest["fingerprint"] == prepare(CONFIG)[0].fingerprint() and manifest["finished"]
+    assert manifest["versions"]["torch"] and manifest["code_version"]
+    assert manifest["config"]["task_versions"] == [["synthetic:2", "1"]]
+    again = _run(tmp_path, 2, "same")
+    assert again.rows_written == 0 and again.shards_done == 5
+    other = dataclasses.replace(CONFIG, seed=1)
+    with pytest.raises(HarnessError, match="another config"):
+        _run(tmp_path, 2, "same", other)
+
+
+def test_unknown_names_fail_before_any_work(tmp_path):
+    for config, message in [
+        (dataclasses.replace(CONFIG, methods=("apm", "tpt-typo")), "unknown method"),
+        (dataclasses.replace(CONFIG, tasks=("imagenet-x",)), "unknown task"),
+    ]:
+        with pytest.raises(HarnessError, match=message):
+            _run(tmp_path, 1, "never", config)
+        assert not (tmp_path / "never").exists()

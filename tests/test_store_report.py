@@ -1,0 +1,78 @@
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from harness import store
+from harness.errors import HarnessError
+from harness.report.render import render
+from harness.store import Row, rows_to_table
+
+
+def _row(task: str, method: str, i: int, correct: bool | None, error: str | None = None, model="apm-tiny") -> Row:
+    return Row(
+        run_id="r", fingerprint="f", code_version="c", task=task, task_version="1", sample_id=f"s{i}",
+        content_hash="h", label=1, method=method, model=model, pretrained="none", weights_source="none", seed=i,
+        prediction=None if correct is None else (1 if correct else 0), correct=correct, top5=[1, 0],
+        top5_correct=None if correct is None else True, confidence=0.5, prediction_before=None, n_templates=1,
+        ttt_steps=0, loss_first=None, loss_last=None, losses=[], seconds=0.1, device="cpu", worker="w", error=error,
+    )
+
+
+def _run_dir(tmp_path, name: str, rows: list[Row], started: str = "2026-01-01T00:00:00"):
+    run_dir = tmp_path / name
+    store.write_manifest(run_dir, {"run_id": name, "started": started})
+    store.write_shard(run_dir, "t-00000", rows_to_table(rows))
+    return run_dir
+
+
+def test_shard_write_is_atomic_and_round_trips(tmp_path):
+    rows = [_row("a", "zeroshot", i, i % 2 == 0) for i in range(5)]
+    run_dir = _run_dir(tmp_path, "run", rows)
+    assert store.done_shards(run_dir) == {"t-00000"}
+    assert not list((run_dir / "shards").glob("*.tmp")) and not list((run_dir / "shards").glob(".*"))
+    back = store.read_rows([run_dir])
+    assert len(back) == 5 and list(back.columns) == store.SCHEMA.names
+    assert back["correct"].tolist() == [True, False, True, False, True]
+
+
+def test_markdown_report_golden(tmp_path):
+    rows = (
+        [_row("synthetic", "zeroshot", i, i < 3) for i in range(4)]  # 3/4
+        + [_row("synthetic", "apm", i, i < 1) for i in range(4)]  # 1/4
+        + [_row("other", "zeroshot", i, True) for i in range(2)]  # 2/2
+        + [_row("other", "apm", 9, None, error="cannot decode image x.jpg")]  # error only: no score
+    )
+    text = render(store.read_rows([_run_dir(tmp_path, "run", rows)]), "markdown")
+    assert text == (
+        "| method   | synthetic   | other       | errors   |\n"
+        "|----------|-------------|-------------|----------|\n"
+        "| zeroshot | 75.0 (n=4)  | 100.0 (n=2) | 0        |\n"
+        "| apm      | 25.0 (n=4)  | - (n=0)     | 1        |"
+    )
+
+
+def test_csv_is_long_form_with_every_cell(tmp_path):
+    rows = [_row("t", "zeroshot", i, i == 0) for i in range(3)] + [_row("t", "zeroshot", 5, True, model="ViT-B-16")]
+    text = render(store.read_rows([_run_dir(tmp_path, "run", rows)]), "csv")
+    frame = pd.read_csv(pd.io.common.StringIO(text))
+    assert frame[["model", "n", "correct"]].values.tolist() == [["apm-tiny", 3, 1], ["ViT-B-16", 1, 1]]
+    assert frame["accuracy"].round(2).tolist() == [33.33, 100.0]
+
+
+def test_latex_uses_booktabs_and_labels_teachers_when_mixed(tmp_path):
+    rows = [_row("t", "zeroshot", 0, True), _row("t", "zeroshot", 1, True, model="ViT-B-16")]
+    text = render(store.read_rows([_run_dir(tmp_path, "run", rows)]), "latex")
+    assert "\\toprule" in text and "zeroshot (ViT-B-16/none)" in text and "zeroshot (apm-tiny/none)" in text
+
+
+def test_latest_run_is_the_newest_manifest(tmp_path):
+    _run_dir(tmp_path, "zz-old", [_row("t", "m", 0, True)], started="2026-01-01T00:00:00")
+    _run_dir(tmp_path, "aa-new", [_row("t", "m", 0, True)], started="2026-02-01T00:00:00")
+    assert store.latest_run(tmp_path).name == "aa-new"
+    with pytest.raises(HarnessError, match="no runs under"):
+        store.latest_run(tmp_path / "empty")
+
+
+def test_row_and_schema_agree():
+    assert [f.name for f in dataclasses.fields(Row)] == store.SCHEMA.names
