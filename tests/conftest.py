@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray binds to 127.0.0.1 only
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

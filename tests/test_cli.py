@@ -13,7 +13,7 @@ EXE = shutil.which("apm-bench") or str(Path(sys.executable).parent / "apm-bench"
 
 
 def apm_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([EXE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -44,6 +44,8 @@ def test_smoke_run_then_report(tmp_path):
         (["run", "--task", "imagenet-x", "--method", "zeroshot"], "unknown task 'imagenet-x'"),
         (["run", "--suite", "smok"], "unknown suite 'smok'; did you mean 'smoke'"),
         (["run", "--suite", "smoke", "--apm-hidden", "4096,x"], "--apm-hidden"),
+        (["run", "--task", "synthetic:1", "--method", "zeroshot", "--model", "ViT-B-16", "--pretrained", "openai"],
+         "cannot load teacher --model ViT-B-16 --pretrained openai"),  # raised inside a Ray worker, offline
         (["report", "--format", "xlsx"], "unknown format (--format) 'xlsx'"),
         (["report", "nowhere"], "not a run directory"),
     ],

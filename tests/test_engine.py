@@ -41,6 +41,10 @@ def test_one_and_two_workers_give_identical_rows(tmp_path, ray_local):
     assert len(workers) == 2  # both actors did work
 
 
+def test_local_ray_binds_to_loopback(ray_local):
+    assert {node["NodeManagerAddress"] for node in ray_local.nodes()} == {"127.0.0.1"}
+
+
 def test_rerun_skips_finished_shards_and_refuses_another_config(tmp_path, ray_local):
     first = _run(tmp_path, 2, "same")
     manifest = store.read_manifest(first.run_dir)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
+import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -93,13 +96,17 @@ def _now() -> str:
 def ray_session(execution: ExecConfig) -> Iterator[None]:
     """Join the cluster at --address, reuse one already initialised, or start a local one on 127.0.0.1."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not execution.address:
+        # read when ray is imported: a local instance then binds every service to the loopback address
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for local instances, said explicitly
     import ray
 
     if ray.is_initialized():
         yield
         return
     if execution.address:
-        ray.init(address=execution.address, log_to_driver=False)
+        ray.init(address=execution.address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         cpus = max(os.cpu_count() or 1, (execution.workers or 1) * execution.threads_per_worker)
         ray.init(
@@ -108,6 +115,7 @@ def ray_session(execution: ExecConfig) -> Iterator[None]:
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             log_to_driver=False,
+            logging_level=logging.WARNING,
         )
     try:
         yield
@@ -119,14 +127,20 @@ def run(config: RunConfig, execution: ExecConfig) -> RunSummary:
     config, tasks = prepare(config)
     shards = plan_shards(tasks, config.shard_size)
     run_dir = Path(execution.out_root) / (execution.run_id or new_run_id(config))
+    is_new = not (run_dir / store.MANIFEST).exists()
     manifest = open_run_dir(run_dir, config, execution, len(shards))
     done = store.done_shards(run_dir)
     todo = [s for s in shards if s.shard_id not in done]
     identity = RunIdentity(run_dir.name, manifest["fingerprint"], manifest["code_version"])
     rows = errors = 0
     if todo:
-        with ray_session(execution):
-            rows, errors = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir)
+        try:
+            with ray_session(execution):
+                rows, errors = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir)
+        except BaseException:
+            if is_new and not store.done_shards(run_dir):
+                shutil.rmtree(run_dir)  # nothing finished: leave no empty run behind to be reported
+            raise
     manifest["finished"] = _now()
     store.write_manifest(run_dir, manifest)
     return RunSummary(
@@ -180,7 +194,10 @@ def _dispatch(
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
             actor, shard = pending.pop(ref)
-            table = ray.get(ref)  # one shard's rows at a time: the driver never holds the run
+            try:
+                table = ray.get(ref)  # one shard's rows at a time: the driver never holds the run
+            except ray.exceptions.RayError as exc:
+                raise worker_failure(exc) from exc
             store.write_shard(run_dir, shard.shard_id, table)
             rows += table.num_rows
             errors += table.num_rows - table.column("error").null_count
@@ -189,6 +206,16 @@ def _dispatch(
     for actor in actors:
         ray.kill(actor)
     return rows, errors
+
+
+def worker_failure(exc: Exception) -> HarnessError:
+    """A worker's exception arrives as Ray's multi-line report; keep the one line that explains it."""
+    text = str(exc)
+    found = re.findall(r"HarnessError: (.+)", text)
+    if found:
+        return HarnessError(found[-1].strip())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return HarnessError(f"a worker failed ({type(exc).__name__}): {lines[-1] if lines else 'no message'}")
 
 
 @contextlib.contextmanager

@@ -73,10 +73,12 @@ class Teacher:
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Projected, unnormalised image embeddings (B, D) in fp32: the APM target."""
-        if self.device.type == "cuda":
+        if self.device.type == "cuda":  # page-locked host memory lets the copy overlap
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+        else:
+            pixels = pixels.to(self.device)
         with autocast(self.device, self.config.precision):
-            out = self.model.encode_image(pixels.to(self.device), normalize=False)
+            out = self.model.encode_image(pixels, normalize=False)
         return out.float()
 
     @torch.no_grad()
