@@ -10,13 +10,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from harness.config import ApmConfig, ExecConfig, RunConfig, TeacherConfig
+from harness.config import ApmConfig, DataConfig, ExecConfig, RunConfig, TeacherConfig
 from harness.errors import HarnessError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Test-time-training benchmarks for CLIP teachers (APM, zero-shot, ensemble) on Ray.")
 
 APM_FLAGS = "APM (defaults: ../shared/spec/apm-method.md)"
+DATA_FLAGS = "Data"
+DataRoot = Annotated[
+    Optional[Path],
+    typer.Option(envvar="APM_BENCH_DATA", rich_help_panel=DATA_FLAGS, help="Folder holding the datasets."),
+]
 
 
 def _split(values: list[str] | None) -> tuple[str, ...] | None:
@@ -55,6 +60,13 @@ def run(
     out_root: Annotated[Path, typer.Option(help="Folder holding run directories.")] = Path("results"),
     run_id: Annotated[Optional[str], typer.Option(help="Run directory name; an existing one is continued.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    data_root: DataRoot = None,
+    source: Annotated[str, typer.Option(help="disk or hub.", rich_help_panel=DATA_FLAGS)] = "disk",
+    corruptions: Annotated[str, typer.Option(help="ImageNet-C: released or generated.", rich_help_panel=DATA_FLAGS)] = "released",
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Samples per task (stratified, seeded).", rich_help_panel=DATA_FLAGS)] = None,
+    splits_dir: Annotated[Optional[Path], typer.Option(help="Where CoOp split files are.", rich_help_panel=DATA_FLAGS)] = None,
+    hub_revision: Annotated[Optional[str], typer.Option(help="Pin the hub revision.", rich_help_panel=DATA_FLAGS)] = None,
+    skip_missing: Annotated[bool, typer.Option(help="Run the tasks whose data is found.", rich_help_panel=DATA_FLAGS)] = False,
     apm_image_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=APM_FLAGS)] = None,
     apm_patch_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=APM_FLAGS)] = None,
     apm_hidden: Annotated[Optional[str], typer.Option(help="e.g. 4096,2048,1024", rich_help_panel=APM_FLAGS)] = None,
@@ -86,6 +98,8 @@ def run(
         raise HarnessError(f"--apm-templates must be ensemble or single, not '{apm_overrides['templates']}'")
     if precision not in ("fp32", "bf16"):
         raise HarnessError(f"--precision must be fp32 or bf16, not '{precision}'")
+    if corruptions not in ("released", "generated"):
+        raise HarnessError(f"--corruptions must be released or generated, not '{corruptions}'")
     if device not in ("auto", "cpu", "cuda"):
         raise HarnessError(f"--device must be auto, cpu or cuda, not '{device}'")
     config = RunConfig(
@@ -97,11 +111,17 @@ def run(
             precision=precision,
         ),
         apm=dataclasses.replace(ApmConfig(), **apm_overrides),
+        data=DataConfig(source=source, corruptions=corruptions, limit=limit, hub_revision=hub_revision),
         seed=seed,
         shard_size=shard_size,
         suite=suite,
     )
-    execution = ExecConfig(str(out_root), run_id, address, workers, device, threads, progress)
+    execution = ExecConfig(
+        str(out_root), run_id, address, workers, device, threads, progress,
+        data_root=str(data_root) if data_root else None,
+        splits_dir=str(splits_dir) if splits_dir else None,
+        skip_missing=skip_missing,
+    )
     summary = run_engine(config, execution)
     typer.echo(
         f"{summary.run_dir}: {summary.shards_done}/{summary.shards_total} shards, {summary.samples} samples, "
@@ -126,15 +146,28 @@ def report(
 
 
 @app.command("ls")
-def list_things() -> None:
-    """Suites, tasks and methods this harness knows."""
+def list_things(data_root: DataRoot = None) -> None:
+    """Suites, tasks (where each looks for data, and what it found there), methods."""
     from harness.methods import METHODS
-    from tasks.registry import SUITES, TASKS
+    from tasks.registry import SUITES, TASKS, resolve_task
 
     typer.echo("suites:")
     for name, s in SUITES.items():
-        typer.echo(f"  {name:<14} {s.description}; tasks={','.join(s.tasks)} methods={','.join(s.methods)}")
-    typer.echo("tasks:   " + ", ".join(TASKS.names()))
+        typer.echo(f"  {name:<16} {s.description}; {len(s.tasks)} task(s), methods {','.join(s.methods)}")
+    typer.echo(f"tasks (data root: {data_root or 'not set; --data-root or APM_BENCH_DATA'}):")
+    for name, family in TASKS.items():
+        typer.echo(f"  {name:<16} {family.description}")
+        if family.layouts:
+            typer.echo(f"  {'':<16} looks for: {', '.join(family.layouts)}")
+        if family.hub:
+            typer.echo(f"  {'':<16} hub: {family.hub.hub_id}" + ("" if family.hub.same_test_set else " (not the paper's test set)"))
+        for spec in family.examples or ((name,) if family.layouts else ()):
+            try:
+                task = resolve_task(spec, data_root=str(data_root) if data_root else None)
+                found = f"found {len(task.samples())} samples, {len(task.classnames)} classes"
+            except HarnessError:
+                found = "not found" if data_root else "no data root"
+            typer.echo(f"  {'':<16} {spec}: {found}")
     typer.echo("methods: " + ", ".join(METHODS.names()))
 
 

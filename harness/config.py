@@ -56,6 +56,21 @@ class ApmConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """Which data a task reads. Where it lies on disk is not here (ExecConfig): moving a folder must
+    not change a fingerprint, but reading another source or subset must."""
+
+    source: str = "disk"
+    """disk (the usual folder layouts) or hub (Hugging Face `datasets`)."""
+    corruptions: str = "released"
+    """ImageNet-C: the released JPEG folders, or `generated` from ImageNet val with imagecorruptions."""
+    limit: int | None = None
+    """At most this many samples per task, drawn stratified by class with a fixed seed."""
+    hub_revision: str | None = None
+    """Hub revision (commit) to pin; None uses each task's pinned default."""
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """What is evaluated. Two runs with equal fingerprints must produce equal rows."""
 
@@ -63,6 +78,7 @@ class RunConfig:
     methods: tuple[str, ...]
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     apm: ApmConfig = field(default_factory=ApmConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
     shard_size: int = 16
     """Samples per shard: the unit of scheduling, teacher batching, and resume."""
@@ -95,3 +111,9 @@ class ExecConfig:
     threads_per_worker: int = 1
     """torch intra-op threads per actor; fixed so that results do not depend on worker count."""
     progress: bool = True
+    data_root: str | None = None
+    """Folder holding the datasets in their usual layouts; default $APM_BENCH_DATA."""
+    splits_dir: str | None = None
+    """Extra folder to look for CoOp split files in."""
+    skip_missing: bool = False
+    """Run the tasks whose data is found instead of refusing to start."""

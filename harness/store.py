@@ -31,6 +31,7 @@ class Row:
     code_version: str
     task: str
     task_version: str
+    data_source: str
     sample_id: str
     content_hash: str | None
     label: int
@@ -63,6 +64,7 @@ SCHEMA = pa.schema(
         ("code_version", pa.string()),
         ("task", pa.string()),
         ("task_version", pa.string()),
+        ("data_source", pa.string()),
         ("sample_id", pa.string()),
         ("content_hash", pa.string()),
         ("label", pa.int32()),

@@ -40,6 +40,8 @@ class Task(ABC):
     classnames: tuple[str, ...]
     templates: tuple[str, ...]
     """Format strings for the prompt ensemble ("a photo of a {}.")."""
+    source: str
+    """Where the pixels come from (disk, drawn, generated, hub:ID@REV): recorded on every row."""
 
     @abstractmethod
     def samples(self) -> Sequence[SampleRef]:

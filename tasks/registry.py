@@ -1,42 +1,37 @@
-"""Tasks and suites by name. A task spec is `NAME` or `NAME:ARG` (e.g. `imagefolder:/data/pets`)."""
+"""Task lookup and suites. A task spec is `family[/param...][:arg]`: `synthetic:3`,
+`imagefolder:/data/pets`, `imagenet-c/fog/5`, `imagenet-a:/data/imagenet-a`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from harness.config import DataConfig
 from harness.errors import HarnessError
 from harness.registry import Registry
+from tasks import finegrained, imagefolder, imagenet, imagenet_c, synthetic  # noqa: F401  (modules register families)
 from tasks.base import Task
-from tasks.imagefolder import ImageFolderTask
-from tasks.synthetic import SyntheticTask
+from tasks.families import TASKS
+from tasks.hub import build_hub_task
+from tasks.finegrained import FINE_GRAINED
+from tasks.imagenet import NATURAL_SHIFT
+from tasks.imagenet_c import IMAGENET_C
+from tasks.request import TaskRequest
 
-TaskFactory = Callable[[str | None], Task]
-TASKS: Registry[TaskFactory] = Registry("task")
-
-
-def _synthetic(arg: str | None) -> Task:
-    if arg is None:
-        return SyntheticTask()
-    if not arg.isdigit() or int(arg) < 1:
-        raise HarnessError(f"task synthetic:{arg}: the argument is the number of images per class (a positive integer)")
-    return SyntheticTask(per_class=int(arg), name=f"synthetic:{arg}")
+SOURCES = ("disk", "hub")
 
 
-def _imagefolder(arg: str | None) -> Task:
-    if not arg:
-        raise HarnessError("task imagefolder needs a folder: imagefolder:PATH")
-    return ImageFolderTask(root=arg, name=f"imagefolder:{Path(arg).name}")
-
-
-TASKS.add("synthetic", _synthetic)
-TASKS.add("imagefolder", _imagefolder)
-
-
-def resolve_task(spec: str) -> Task:
-    name, _, arg = spec.partition(":")
-    return TASKS.get(name)(arg or None)
+def resolve_task(
+    spec: str, data: DataConfig | None = None, data_root: str | None = None, splits_dir: str | None = None
+) -> Task:
+    request = TaskRequest.parse(spec, data, data_root, splits_dir)
+    family = TASKS.get(request.family)
+    if request.data.source not in SOURCES:
+        raise HarnessError(f"--source must be one of {', '.join(SOURCES)}, not '{request.data.source}'")
+    if request.data.source == "hub" and family.hub is not None:
+        return build_hub_task(request, family.hub)
+    if request.data.source == "hub" and request.family not in ("synthetic", "imagefolder"):
+        raise HarnessError(f"task {spec} has no hub copy; use --source disk")
+    return family.build(request)
 
 
 @dataclass(frozen=True)
@@ -64,4 +59,17 @@ SUITES.add(
         # a small APM: the paper-size network costs ~30 s per sample on 2 CPU cores
         apm={"image_size": 64, "patch_size": 8, "hidden": (256, 256, 128), "steps": 20, "lr": 1e-3},
     ),
+)
+PAPER_METHODS = ("zeroshot", "ensemble", "apm")
+SUITES.add(
+    "natural-shift",
+    Suite(NATURAL_SHIFT, PAPER_METHODS, "ViT-B-16", "openai", "Table 1: ImageNet, -A, -V2, -R, -Sketch"),
+)
+SUITES.add(
+    "imagenet-c",
+    Suite(IMAGENET_C, PAPER_METHODS, "ViT-L-14", "openai", "Table 2: the 15 ImageNet-C corruptions at severity 5"),
+)
+SUITES.add(
+    "fine-grained",
+    Suite(FINE_GRAINED, PAPER_METHODS, "ViT-B-16", "openai", "Table 3: the 9 fine-grained sets, CoOp test splits"),
 )

@@ -10,8 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from harness.errors import HarnessError
 from harness.seeding import derive_seed
 from tasks.base import LoadedImage, SampleRef, Task, content_hash
+from tasks.families import TASKS, TaskFamily
+from tasks.request import TaskRequest
 from tasks.templates import OPENAI_IMAGENET
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -33,6 +36,7 @@ class SyntheticTask(Task):
     version: str = "1"
     classnames: tuple[str, ...] = CLASSNAMES
     templates: tuple[str, ...] = OPENAI_IMAGENET
+    source: str = "drawn"
 
     def samples(self) -> Sequence[SampleRef]:
         return [
@@ -64,3 +68,14 @@ def draw_shape(classname: str, seed: int, size: int) -> Image.Image:
         sides = 4 if shape == "square" else 3
         draw.regular_polygon((cx, cy, radius), sides, rotation=float(rng.uniform(0, 360)), fill=colour)
     return img
+
+
+def build(request: TaskRequest) -> SyntheticTask:
+    if request.arg is None:
+        return SyntheticTask()
+    if not request.arg.isdigit() or int(request.arg) < 1:
+        raise HarnessError(f"task {request.spec}: the argument is the number of images per class (a positive integer)")
+    return SyntheticTask(per_class=int(request.arg), name=f"synthetic:{request.arg}")
+
+
+TASKS.add("synthetic", TaskFamily(build, "coloured shapes drawn by the harness (12 classes); synthetic:N for N per class"))

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from harness import store
-from harness.config import ApmConfig, ExecConfig, RunConfig
+from harness.config import ApmConfig, DataConfig, ExecConfig, RunConfig
 from harness.engine.runner import prepare, run
 from harness.errors import HarnessError
 
@@ -66,3 +66,22 @@ def test_unknown_names_fail_before_any_work(tmp_path):
         with pytest.raises(HarnessError, match=message):
             _run(tmp_path, 1, "never", config)
         assert not (tmp_path / "never").exists()
+
+
+def test_a_disk_task_with_limit_runs_end_to_end(tmp_path, ray_local):
+    from tests.conftest import write_image
+
+    data = tmp_path / "data" / "imagenetv2-matched-frequency-format-val"
+    for label in (0, 1, 10, 2):
+        for j in range(3):
+            write_image(data / str(label) / f"{j}.jpeg", (20 * label, 80, 120), seed=label * 3 + j)
+    config = dataclasses.replace(CONFIG, tasks=("imagenet-v2",), methods=("zeroshot",),
+                                 data=DataConfig(limit=8))
+    execution = ExecConfig(out_root=str(tmp_path / "out"), run_id="v2", workers=2, progress=False,
+                           data_root=str(tmp_path / "data"))
+    summary = run(config, execution)
+    rows = store.read_rows([summary.run_dir])
+    assert summary.samples == 8 and len(rows) == 8
+    assert sorted(rows.groupby("label").size().tolist()) == [2, 2, 2, 2]  # stratified: 2 of each class
+    assert set(rows["data_source"]) == {"disk"} and set(rows["task"]) == {"imagenet-v2"}
+    assert store.read_manifest(summary.run_dir)["config"]["data"]["limit"] == 8

@@ -11,7 +11,7 @@ from harness.store import Row, rows_to_table
 
 def _row(task: str, method: str, i: int, correct: bool | None, error: str | None = None, model="apm-tiny") -> Row:
     return Row(
-        run_id="r", fingerprint="f", code_version="c", task=task, task_version="1", sample_id=f"s{i}",
+        run_id="r", fingerprint="f", code_version="c", task=task, task_version="1", data_source="drawn", sample_id=f"s{i}",
         content_hash="h", label=1, method=method, model=model, pretrained="none", weights_source="none", seed=i,
         prediction=None if correct is None else (1 if correct else 0), correct=correct, top5=[1, 0],
         top5_correct=None if correct is None else True, confidence=0.5, prediction_before=None, n_templates=1,

@@ -26,6 +26,8 @@ from harness.provenance import code_version, package_versions
 from tasks.base import Task
 from tasks.registry import resolve_task
 
+log = logging.getLogger("apm_bench")
+
 IN_FLIGHT_PER_ACTOR = 2
 """Shards queued on each actor, so it starts the next one without waiting for the driver."""
 
@@ -40,8 +42,10 @@ class RunSummary:
     errors: int
 
 
-def prepare(config: RunConfig) -> tuple[RunConfig, list[Task]]:
-    """Check every name and every task's data before anything starts; pin the task versions."""
+def prepare(config: RunConfig, execution: ExecConfig | None = None) -> tuple[RunConfig, list[Task]]:
+    """Check every name and every task's data before anything starts; pin the task versions.
+    Missing data stops the run (all missing tasks named at once) unless --skip-missing."""
+    execution = execution or ExecConfig()
     if not config.tasks:
         raise HarnessError("no tasks: give --suite or --task")
     if not config.methods:
@@ -49,12 +53,27 @@ def prepare(config: RunConfig) -> tuple[RunConfig, list[Task]]:
     for name in config.methods:
         METHODS.get(name)
     resolve_source(config.teacher.model, config.teacher.pretrained)
-    tasks = [resolve_task(spec) for spec in config.tasks]
+    found: dict[str, Task] = {}
+    missing: list[str] = []
+    for spec in config.tasks:
+        try:
+            found[spec] = resolve_task(spec, config.data, execution.data_root, execution.splits_dir)
+        except HarnessError as exc:
+            if not execution.skip_missing or "unknown task" in str(exc):
+                missing.append(str(exc))
+            else:
+                log.warning("skipping: %s", exc)
+    if missing:
+        more = f" (and {len(missing) - 1} more task(s) without data; --skip-missing runs the rest)" if len(missing) > 1 else ""
+        raise HarnessError(missing[0] + more)
+    if not found:
+        raise HarnessError("no task has its data; nothing to run")
+    tasks = list(found.values())
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise HarnessError(f"two tasks share a name: {names}")
-    versions = tuple((spec, task.version) for spec, task in zip(config.tasks, tasks))
-    return replace(config, task_versions=versions), tasks
+    versions = tuple((spec, task.version) for spec, task in found.items())
+    return replace(config, tasks=tuple(found), task_versions=versions), tasks
 
 
 def new_run_id(config: RunConfig) -> str:
@@ -124,8 +143,8 @@ def ray_session(execution: ExecConfig) -> Iterator[None]:
 
 
 def run(config: RunConfig, execution: ExecConfig) -> RunSummary:
-    config, tasks = prepare(config)
-    shards = plan_shards(tasks, config.shard_size)
+    config, tasks = prepare(config, execution)
+    shards = plan_shards(tasks, config.shard_size, config.data.limit, config.seed)
     run_dir = Path(execution.out_root) / (execution.run_id or new_run_id(config))
     is_new = not (run_dir / store.MANIFEST).exists()
     manifest = open_run_dir(run_dir, config, execution, len(shards))

@@ -104,6 +104,7 @@ class ShardWorker:
             code_version=self.identity.code_version,
             task=task.name,
             task_version=task.version,
+            data_source=task.source,
             sample_id=ref.sample_id,
             content_hash=content_hash,
             label=ref.label,

@@ -1,0 +1,37 @@
+"""The task-family registry. A family turns a parsed spec into a Task; modules register their own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from harness.registry import Registry
+from tasks.base import Task
+from tasks.request import TaskRequest
+
+
+@dataclass(frozen=True)
+class HubCopy:
+    """A Hugging Face dataset holding the task (CLIP_benchmark's webdataset copies)."""
+
+    hub_id: str
+    templates: tuple[str, ...]
+    classnames: Callable[[], tuple[str, ...]] | None = None
+    """The task's own class list, onto which hub labels are re-mapped by name; None keeps the hub's."""
+    same_test_set: bool = True
+    """False where the hub copy is not the paper's test set (the report must say so)."""
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    build: Callable[[TaskRequest], Task]
+    description: str
+    layouts: tuple[str, ...] = ()
+    """Folders tried under the data root, in order (what `apm-bench ls` shows)."""
+    hub: HubCopy | None = None
+    """What `--source hub` reads, where a hub copy exists."""
+    examples: tuple[str, ...] = ()
+    """Full specs of this family's members, e.g. the 15 ImageNet-C columns."""
+
+
+TASKS: Registry[TaskFamily] = Registry("task")

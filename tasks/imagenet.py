@@ -1,0 +1,114 @@
+"""The natural-shift family (Table 1): ImageNet val, -A, -V2, -R, -Sketch in the folder layouts TPT
+users have. CLIP's curated class names (open_clip's IMAGENET_CLASSNAMES, sorted-wnid order), the 1000
+sorted wnids and the A/R 200-class subsets are shipped as data; A and R score over their 200 classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from open_clip import IMAGENET_CLASSNAMES
+
+from harness.errors import HarnessError
+from tasks.families import TASKS, HubCopy, TaskFamily
+from tasks.folder import FolderTask
+from tasks.request import TaskRequest, find_folder, has_subfolders
+from tasks.templates import OPENAI_IMAGENET
+
+DATA = Path(__file__).parent / "data"
+
+
+@cache
+def wnid_list(name: str) -> tuple[str, ...]:
+    return tuple((DATA / f"{name}.txt").read_text().split())
+
+
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in sorted order: position = class index = IMAGENET_CLASSNAMES index."""
+    return wnid_list("imagenet_wnids")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    layouts: tuple[str, ...]
+    origin: str
+    subset: str | None = None
+    """Data file of the variant's wnids when it covers only some classes (A, R: 200)."""
+    index_folders: bool = False
+    """Folders named 0..999 by class index (V2), never by wnid."""
+    hub_id: str | None = None
+    version: str = "1"
+
+
+VARIANTS = (
+    Variant("imagenet", ("imagenet/val", "ImageNet/val", "imagenet/images/val", "ILSVRC2012/val", "val"),
+            "ImageNet-1k validation, 50,000 images sorted into <wnid>/ folders", hub_id="clip-benchmark/wds_imagenet1k"),
+    Variant("imagenet-a", ("imagenet-a", "imagenet-adversarial/imagenet-a", "ImageNet-A"),
+            "ImageNet-A (Hendrycks et al.), 7,500 images, 200 classes", subset="imagenet_a_wnids",
+            hub_id="clip-benchmark/wds_imagenet-a"),
+    Variant("imagenet-v2", ("imagenetv2-matched-frequency-format-val", "imagenet-v2/imagenetv2-matched-frequency-format-val",
+                            "imagenetv2-matched-frequency", "imagenet-v2"),
+            "ImageNetV2 matched-frequency, 10,000 images in folders 0..999", index_folders=True,
+            hub_id="clip-benchmark/wds_imagenetv2"),
+    Variant("imagenet-r", ("imagenet-r", "imagenet-rendition/imagenet-r", "ImageNet-R"),
+            "ImageNet-R (Hendrycks et al.), 30,000 images, 200 classes", subset="imagenet_r_wnids",
+            hub_id="clip-benchmark/wds_imagenet-r"),
+    Variant("imagenet-sketch", ("ImageNet-Sketch/sketch", "ImageNet-Sketch", "imagenet-sketch/sketch",
+                                "imagenet-sketch/images", "imagenet-sketch"),
+            "ImageNet-Sketch, 50,889 images in <wnid>/ folders", hub_id="clip-benchmark/wds_imagenet_sketch"),
+)
+
+
+def class_space(variant: Variant) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(wnids, class names) the variant is scored over: all 1000, or its 200-class subset in
+    ImageNet index order, so label = position in the subset and the classifier has 200 columns."""
+    all_wnids = imagenet_wnids()
+    if variant.subset is None:
+        return all_wnids, tuple(IMAGENET_CLASSNAMES)
+    index = {w: i for i, w in enumerate(all_wnids)}
+    subset = wnid_list(variant.subset)
+    return subset, tuple(IMAGENET_CLASSNAMES[index[w]] for w in subset)
+
+
+def folder_labels(variant: Variant) -> tuple[tuple[str, int], ...]:
+    wnids, _ = class_space(variant)
+    if variant.index_folders:
+        return tuple((str(i), i) for i in range(len(wnids)))  # label = int(folder name), not string order
+    return tuple((w, i) for i, w in enumerate(wnids))
+
+
+def build_variant(variant: Variant, request: TaskRequest) -> FolderTask:
+    folders = [name for name, _ in folder_labels(variant)]
+    root = find_folder(request, variant.layouts, variant.origin, has_subfolders(folders))
+    known = set(folders)
+    strays = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in known and not p.name.startswith("."))
+    if strays:
+        raise HarnessError(
+            f"task {request.spec}: {root} has folders that are not {variant.name} classes: {', '.join(strays[:5])}"
+        )
+    _, classnames = class_space(variant)
+    return FolderTask(
+        name=variant.name,
+        root=str(root),
+        folder_labels=folder_labels(variant),
+        classnames=classnames,
+        templates=OPENAI_IMAGENET,
+        version=variant.version,
+    )
+
+
+def _register(variant: Variant) -> None:
+    hub = HubCopy(variant.hub_id, OPENAI_IMAGENET, lambda: class_space(variant)[1]) if variant.hub_id else None
+    TASKS.add(
+        variant.name,
+        TaskFamily(lambda request: build_variant(variant, request), variant.origin, layouts=variant.layouts, hub=hub),
+    )
+
+
+for _variant in VARIANTS:
+    _register(_variant)
+
+NATURAL_SHIFT = tuple(v.name for v in VARIANTS)
+"""Table 1's columns, in the paper's order."""

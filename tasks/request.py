@@ -1,0 +1,76 @@
+"""How a task spec and the run's data settings reach a task factory, and how factories find their
+folders: the user's explicit path, else the first known layout under the data root."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.config import DataConfig
+from harness.errors import HarnessError
+
+DATA_ENV = "APM_BENCH_DATA"
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A parsed spec `family[/param...][:arg]`, e.g. `imagenet-c/fog/5`, `imagenet-a:/data/ina`."""
+
+    spec: str
+    family: str
+    params: tuple[str, ...] = ()
+    arg: str | None = None
+    """After the first ':': a folder for data tasks (overrides the data root), a count for synthetic."""
+    data: DataConfig = field(default_factory=DataConfig)
+    data_root: str | None = None
+    splits_dir: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str, data: DataConfig | None = None, data_root: str | None = None,
+              splits_dir: str | None = None) -> TaskRequest:
+        name, _, arg = spec.partition(":")
+        family, *params = name.split("/")
+        return cls(spec, family, tuple(params), arg or None, data or DataConfig(), data_root, splits_dir)
+
+    @property
+    def root(self) -> Path | None:
+        root = self.data_root or os.environ.get(DATA_ENV)
+        return Path(root).expanduser() if root else None
+
+
+def find_folder(
+    request: TaskRequest,
+    candidates: Sequence[str],
+    origin: str,
+    accept: Callable[[Path], bool] = Path.is_dir,
+) -> Path:
+    """The task's folder: `spec:PATH` if given, else the first candidate under the data root that
+    `accept`s. The error names every path tried, the task, and where the data comes from."""
+    if request.arg:
+        path = Path(request.arg).expanduser()
+        if accept(path):
+            return path
+        raise HarnessError(f"task {request.spec}: {path} is not a {origin} folder (expected {candidates[0]} layout)")
+    root = request.root
+    if root is None:
+        raise HarnessError(
+            f"task {request.spec}: no data root; give --data-root or set {DATA_ENV} "
+            f"(expects {candidates[0]}/ under it: {origin})"
+        )
+    for candidate in candidates:
+        if accept(root / candidate):
+            return root / candidate
+    tried = ", ".join(str(root / c) for c in candidates)
+    raise HarnessError(f"task {request.spec}: data not found; looked for {tried} ({origin})")
+
+
+def has_subfolders(names: Sequence[str] | frozenset[str], minimum: int = 1) -> Callable[[Path], bool]:
+    """Accept a folder holding at least `minimum` of the named sub-folders (wnids, class indices)."""
+    wanted = frozenset(names)
+
+    def accept(path: Path) -> bool:
+        return path.is_dir() and sum(1 for p in path.iterdir() if p.name in wanted) >= minimum
+
+    return accept
