@@ -10,13 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from harness.config import ApmConfig, DataConfig, ExecConfig, RunConfig, TeacherConfig
+from harness.config import ApmConfig, DataConfig, ExecConfig, RunConfig, TeacherConfig, TptConfig
 from harness.errors import HarnessError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Test-time-training benchmarks for CLIP teachers (APM, zero-shot, ensemble) on Ray.")
 
 APM_FLAGS = "APM (defaults: ../shared/spec/apm-method.md)"
+TPT_FLAGS = "TPT (defaults: TPT's published protocol)"
 DATA_FLAGS = "Data"
 DataRoot = Annotated[
     Optional[Path],
@@ -80,6 +81,14 @@ def run(
     apm_rgb_weight: Annotated[Optional[float], typer.Option(min=0.0, rich_help_panel=APM_FLAGS)] = None,
     apm_use_patch: Annotated[Optional[bool], typer.Option(rich_help_panel=APM_FLAGS)] = None,
     apm_templates: Annotated[Optional[str], typer.Option(help="ensemble or single", rich_help_panel=APM_FLAGS)] = None,
+    tpt_views: Annotated[int, typer.Option(min=2, rich_help_panel=TPT_FLAGS)] = 64,
+    tpt_top: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of views kept.", rich_help_panel=TPT_FLAGS)] = 0.1,
+    tpt_steps: Annotated[int, typer.Option(min=0, rich_help_panel=TPT_FLAGS)] = 1,
+    tpt_lr: Annotated[float, typer.Option(min=0.0, rich_help_panel=TPT_FLAGS)] = 5e-3,
+    tpt_weight_decay: Annotated[float, typer.Option(min=0.0, rich_help_panel=TPT_FLAGS)] = 0.01,
+    tpt_ctx_init: Annotated[str, typer.Option(rich_help_panel=TPT_FLAGS)] = "a photo of a",
+    tpt_augmix: Annotated[str, typer.Option(help="auto, on or off", rich_help_panel=TPT_FLAGS)] = "auto",
+    tpt_min_scale: Annotated[float, typer.Option(min=0.0, max=1.0, rich_help_panel=TPT_FLAGS)] = 0.08,
 ) -> None:
     """Evaluate methods on tasks; writes results/<run-id>/ (manifest + one Parquet file per shard)."""
     from harness.engine.runner import run as run_engine
@@ -98,6 +107,8 @@ def run(
         raise HarnessError(f"--apm-templates must be ensemble or single, not '{apm_overrides['templates']}'")
     if precision not in ("fp32", "bf16"):
         raise HarnessError(f"--precision must be fp32 or bf16, not '{precision}'")
+    if tpt_augmix not in ("auto", "on", "off"):
+        raise HarnessError(f"--tpt-augmix must be auto, on or off, not '{tpt_augmix}'")
     if corruptions not in ("released", "generated"):
         raise HarnessError(f"--corruptions must be released or generated, not '{corruptions}'")
     if device not in ("auto", "cpu", "cuda"):
@@ -111,6 +122,7 @@ def run(
             precision=precision,
         ),
         apm=dataclasses.replace(ApmConfig(), **apm_overrides),
+        tpt=TptConfig(tpt_views, tpt_top, tpt_steps, tpt_lr, tpt_weight_decay, tpt_ctx_init, tpt_augmix, tpt_min_scale),
         data=DataConfig(source=source, corruptions=corruptions, limit=limit, hub_revision=hub_revision),
         seed=seed,
         shard_size=shard_size,

@@ -56,6 +56,26 @@ class ApmConfig:
 
 
 @dataclass(frozen=True)
+class TptConfig:
+    """Test-time prompt tuning (Shu et al., 2022) as its code does it; each one is a CLI flag."""
+
+    views: int = 64
+    """The original view plus views-1 augmented ones."""
+    top: float = 0.1
+    """Fraction of views kept: the int(views * top) lowest-entropy ones."""
+    steps: int = 1
+    lr: float = 5e-3
+    weight_decay: float = 0.01
+    """AdamW's; torch's default, as TPT's code leaves it."""
+    ctx_init: str = "a photo of a"
+    """The learnable context's initial words; their token count is the context length (4)."""
+    augmix: str = "auto"
+    """AugMix on the views: auto (on for the fine-grained sets, off for ImageNet), on, off."""
+    min_scale: float = 0.08
+    """Smallest area fraction of the random resized crops."""
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which data a task reads. Where it lies on disk is not here (ExecConfig): moving a folder must
     not change a fingerprint, but reading another source or subset must."""
@@ -78,6 +98,7 @@ class RunConfig:
     methods: tuple[str, ...]
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     apm: ApmConfig = field(default_factory=ApmConfig)
+    tpt: TptConfig = field(default_factory=TptConfig)
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
     shard_size: int = 16

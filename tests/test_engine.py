@@ -6,14 +6,15 @@ import pandas as pd
 import pytest
 
 from harness import store
-from harness.config import ApmConfig, DataConfig, ExecConfig, RunConfig
+from harness.config import ApmConfig, DataConfig, ExecConfig, RunConfig, TptConfig
 from harness.engine.runner import prepare, run
 from harness.errors import HarnessError
 
 CONFIG = RunConfig(
     tasks=("synthetic:2",),
-    methods=("zeroshot", "apm"),
+    methods=("zeroshot", "apm", "tpt"),
     apm=ApmConfig(image_size=64, patch_size=8, hidden=(128, 64), steps=6, lr=1e-3),
+    tpt=TptConfig(views=16),
     shard_size=5,
 )
 RESULT_COLUMNS = ["task", "sample_id", "method", "seed", "prediction", "top5", "confidence", "prediction_before", "losses"]
@@ -35,7 +36,7 @@ def test_one_and_two_workers_give_identical_rows(tmp_path, ray_local):
     two = _run(tmp_path, 2, "two")
     assert one.shards_total == two.shards_total == 5 and one.samples == 24
     a, b = _results(one.run_dir), _results(two.run_dir)
-    assert len(a) == 48 and a["sample_id"].nunique() == 24
+    assert len(a) == 72 and a["sample_id"].nunique() == 24
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     workers = set(store.read_rows([two.run_dir])["worker"])
     assert len(workers) == 2  # both actors did work

@@ -1,0 +1,202 @@
+"""TPT (Shu et al., NeurIPS 2022): tune a 4-token text context on one test image so that the
+prediction over its most confident augmented views has low entropy, classify the original view with
+the tuned prompt, then restore the context and the optimiser. Both encoders stay frozen."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from PIL import Image
+from torchvision.transforms import v2
+
+from harness.config import RunConfig, TptConfig
+from harness.errors import HarnessError
+from harness.methods.base import METHODS, Outcome, SampleInput, score
+from harness.models.teacher import Teacher, autocast
+from tasks.base import Task
+
+FINE_GRAINED_FAMILIES = frozenset(
+    {"flowers102", "dtd", "oxford-pets", "ucf101", "caltech101", "food101", "sun397", "fgvc-aircraft", "eurosat",
+     "stanford-cars"}
+)
+"""TPT's code adds AugMix on these (its multi-letter set ids) and not on the ImageNet variants."""
+
+
+def uses_augmix(config: TptConfig, task: Task) -> bool:
+    if config.augmix not in ("auto", "on", "off"):
+        raise HarnessError(f"--tpt-augmix must be auto, on or off, not '{config.augmix}'")
+    if config.augmix == "auto":
+        return task.name.split(":")[0] in FINE_GRAINED_FAMILIES
+    return config.augmix == "on"
+
+
+def crop_and_normalisation(preprocess: object) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """The teacher's input side and normalisation, read off its own eval transform."""
+    size, mean, std = None, None, None
+    for t in getattr(preprocess, "transforms", []):
+        if type(t).__name__ == "CenterCrop":
+            size = t.size[0] if isinstance(t.size, (tuple, list)) else t.size
+        if type(t).__name__ == "Normalize":
+            mean, std = tuple(t.mean), tuple(t.std)
+    if size is None or mean is None:
+        raise HarnessError("tpt needs a teacher whose preprocessing ends in CenterCrop + Normalize")
+    return int(size), mean, std
+
+
+def view_transform(preprocess: object, config: TptConfig, augmix: bool) -> v2.Compose:
+    """One augmented view: a random resized crop of the original image, a flip, AugMix on the
+    fine-grained sets (3 chains of 1-3 ops at severity 1, Dirichlet(1,1,1) weights, Beta(1,1) blend,
+    without the colour ops, as TPT's list), then the teacher's normalisation."""
+    size, mean, std = crop_and_normalisation(preprocess)
+    steps: list = [
+        v2.PILToTensor(),
+        v2.RandomResizedCrop(size, scale=(config.min_scale, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+    ]
+    if augmix:
+        steps.append(v2.AugMix(severity=1, mixture_width=3, chain_depth=-1, alpha=1.0, all_ops=False))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(steps)
+
+
+def make_views(image: Image.Image, teacher: Teacher, transform: v2.Compose, n_views: int, seed: int) -> torch.Tensor:
+    """(n_views, 3, S, S): view 0 is the teacher's own preprocessing; the rest are drawn with a
+    per-sample seed inside a forked RNG, so they depend on nothing but the sample."""
+    views = [teacher.preprocess(image)]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        views += [transform(image) for _ in range(n_views - 1)]
+    return torch.stack(views)
+
+
+def view_entropy(logits: torch.Tensor) -> torch.Tensor:
+    return -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+
+
+def average_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the mean of the views' probabilities (computed in log space, as TPT does)."""
+    log_probs = logits.log_softmax(-1)
+    mean = torch.logsumexp(log_probs, dim=0) - math.log(logits.shape[0])
+    mean = mean.clamp(min=torch.finfo(mean.dtype).min)
+    return -(mean * mean.exp()).sum(-1)
+
+
+class PromptLearner(torch.nn.Module):
+    """Class prompts "<ctx_1..ctx_n> <class name>." on open_clip's own text tower; only the context
+    embeddings (shared by all classes) are trainable."""
+
+    def __init__(self, teacher: Teacher, classnames: Sequence[str], ctx_init: str) -> None:
+        super().__init__()
+        model = teacher.model
+        if not hasattr(model, "token_embedding"):
+            raise HarnessError(f"tpt needs open_clip's built-in text tower; {teacher.config.model} has another")
+        self.model = model
+        ctx_tokens = teacher.tokenizer([ctx_init])[0]
+        n_ctx = int((ctx_tokens.argmax() - 1).item())  # tokens between start and end of text
+        prompts = [f"{ctx_init} {name}." for name in classnames]
+        self.register_buffer("tokens", teacher.tokenizer(prompts).to(teacher.device), persistent=False)
+        if not torch.equal(self.tokens[0, 1 : 1 + n_ctx].cpu(), ctx_tokens[1 : 1 + n_ctx]):
+            raise HarnessError(f"--tpt-ctx-init '{ctx_init}' does not tokenise as a prefix of the class prompts")
+        with torch.no_grad():
+            embedded = model.token_embedding(self.tokens)
+        self.n_ctx = n_ctx
+        self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)
+        self.register_buffer("suffix", embedded[:, 1 + n_ctx :].clone(), persistent=False)
+        self.register_buffer("ctx_init", embedded[0, 1 : 1 + n_ctx].clone(), persistent=False)
+        self.ctx = torch.nn.Parameter(self.ctx_init.clone())
+
+    def reset(self) -> None:
+        with torch.no_grad():
+            self.ctx.copy_(self.ctx_init)
+
+    def forward(self) -> torch.Tensor:
+        """(C, D) normalised class embeddings for the current context (open_clip's encode_text,
+        starting from embeddings instead of token ids)."""
+        model = self.model
+        cast = model.transformer.get_cast_dtype()
+        ctx = self.ctx[None].expand(self.tokens.shape[0], -1, -1)
+        x = torch.cat([self.prefix, ctx, self.suffix], dim=1).to(cast)
+        x = x + model.positional_embedding.to(cast)
+        x = model.transformer(x, attn_mask=model.attn_mask)
+        x = model.ln_final(x)
+        x = text_global_pool(x, self.tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+        return F.normalize(x.float(), dim=-1)
+
+
+def confident_views(logits: torch.Tensor, top: float) -> torch.Tensor:
+    """Indices of the int(N * top) lowest-entropy views (at least one)."""
+    keep = max(1, int(logits.shape[0] * top))
+    return view_entropy(logits.detach()).argsort()[:keep]
+
+
+def tune(learner: PromptLearner, features: torch.Tensor, teacher: Teacher, cfg: TptConfig) -> list[float]:
+    """cfg.steps AdamW steps, from a fresh optimiser, on the entropy of the confident views' mean
+    prediction; returns the loss before each step."""
+    optimizer = torch.optim.AdamW([learner.ctx], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses = []
+    for _ in range(cfg.steps):
+        with autocast(teacher.device, teacher.config.precision):
+            logits = teacher.logit_scale * features @ learner().T
+            loss = average_entropy(logits[confident_views(logits, cfg.top)])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@dataclass
+class TptMethod:
+    config: TptConfig
+    name: str = "tpt"
+    _learners: dict[tuple, PromptLearner] = field(default_factory=dict, repr=False)
+
+    def learner(self, teacher: Teacher, task: Task) -> PromptLearner:
+        """One per (task classes) and worker; its context is restored before every sample."""
+        key = (id(teacher), task.classnames)
+        if key not in self._learners:
+            self._learners[key] = PromptLearner(teacher, task.classnames, self.config.ctx_init).to(teacher.device)
+        return self._learners[key]
+
+    def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
+        learner = self.learner(teacher, task)
+        transform = view_transform(teacher.preprocess, self.config, uses_augmix(self.config, task))
+        return [self.adapt(teacher, learner, transform, s) for s in samples]
+
+    def adapt(self, teacher: Teacher, learner: PromptLearner, transform: v2.Compose, sample: SampleInput) -> Outcome:
+        start = time.perf_counter()
+        cfg = self.config
+        learner.reset()
+        views = make_views(sample.image, teacher, transform, cfg.views, sample.seed)
+        features = F.normalize(teacher.encode_images(views), dim=-1)  # the image tower is frozen: once
+        with torch.no_grad(), autocast(teacher.device, teacher.config.precision):
+            before = score(features[:1], learner().T, teacher.logit_scale).prediction[0]
+        losses = tune(learner, features, teacher, cfg)
+        with torch.no_grad(), autocast(teacher.device, teacher.config.precision):
+            result = score(features[:1], learner().T, teacher.logit_scale)
+        error = None if all(math.isfinite(v) for v in losses) else "non-finite TPT loss"
+        return Outcome(
+            prediction=None if error else result.prediction[0],
+            top5=() if error else result.top5[0],
+            confidence=None if error else result.confidence[0],
+            prediction_before=before,
+            n_templates=1,
+            steps=len(losses),
+            losses=tuple(losses),
+            seconds=sample.teacher_seconds + time.perf_counter() - start,
+            error=error,
+        )
+
+
+def _tpt(config: RunConfig) -> TptMethod:
+    return TptMethod(config.tpt)
+
+
+METHODS.add("tpt", _tpt)

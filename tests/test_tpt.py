@@ -1,0 +1,112 @@
+"""TPT on the tiny teacher: views, one entropy step, reset, per-sample determinism."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.config import RunConfig, TptConfig
+from harness.errors import HarnessError
+from harness.methods.tpt import (
+    PromptLearner,
+    TptMethod,
+    average_entropy,
+    confident_views,
+    make_views,
+    tune,
+    uses_augmix,
+    view_transform,
+)
+from tasks.synthetic import SyntheticTask
+
+TASK = SyntheticTask(per_class=1)
+CFG = TptConfig()
+
+
+def _image(i: int = 4):
+    return TASK.load(TASK.samples()[i]).image
+
+
+@pytest.mark.parametrize("augmix", [False, True])
+def test_views_are_64_of_the_model_input_size_and_seeded(teacher, augmix):
+    transform = view_transform(teacher.preprocess, CFG, augmix)
+    views = make_views(_image(), teacher, transform, 64, seed=3)
+    assert views.shape == (64, 3, 64, 64) and views.dtype == torch.float32
+    assert torch.equal(views[0], teacher.preprocess(_image()))  # view 0 is the plain centre crop
+    assert torch.equal(views, make_views(_image(), teacher, transform, 64, seed=3))
+    assert not torch.equal(views[1:], make_views(_image(), teacher, transform, 64, seed=4)[1:])
+    assert len({v.numpy().tobytes() for v in views}) == 64  # every view differs
+
+
+def test_augmix_is_on_for_fine_grained_sets_only():
+    class Named:
+        def __init__(self, name):
+            self.name = name
+
+    assert uses_augmix(CFG, Named("dtd")) and uses_augmix(CFG, Named("oxford-pets:/data/pets"))
+    assert not uses_augmix(CFG, Named("imagenet-a")) and not uses_augmix(CFG, Named("synthetic"))
+    assert uses_augmix(dataclasses.replace(CFG, augmix="on"), Named("imagenet"))
+    with pytest.raises(HarnessError, match="--tpt-augmix"):
+        uses_augmix(dataclasses.replace(CFG, augmix="maybe"), Named("dtd"))
+
+
+def test_context_starts_as_a_photo_of_a_and_prompts_match_the_plain_text_encoder(teacher):
+    learner = PromptLearner(teacher, TASK.classnames, "a photo of a")
+    assert learner.n_ctx == 4 and learner.ctx.shape == (4, 64)
+    plain = teacher.model.encode_text(teacher.tokenizer([f"a photo of a {c}." for c in TASK.classnames]), normalize=True)
+    with torch.no_grad():
+        torch.testing.assert_close(learner(), plain, rtol=1e-5, atol=1e-5)
+
+
+def test_one_step_lowers_the_selected_views_average_entropy(teacher):
+    learner = PromptLearner(teacher, TASK.classnames, "a photo of a")
+    views = make_views(_image(), teacher, view_transform(teacher.preprocess, CFG, False), 64, seed=0)
+    features = F.normalize(teacher.encode_images(views), dim=-1)
+    with torch.no_grad():
+        logits = teacher.logit_scale * features @ learner().T
+        chosen = confident_views(logits, 0.1)
+        before = average_entropy(logits[chosen])
+    assert len(chosen) == 6
+    losses = tune(learner, features, teacher, CFG)
+    with torch.no_grad():
+        after = average_entropy(teacher.logit_scale * features[chosen] @ learner().T)
+    assert losses == pytest.approx([before.item()], rel=1e-5)
+    assert after < before
+
+
+def test_reset_restores_the_prompt_exactly_and_results_do_not_depend_on_order(teacher):
+    from harness.methods.base import SampleInput
+
+    method = TptMethod(dataclasses.replace(CFG, steps=3))
+    refs = TASK.samples()
+
+    def sample(i):
+        img = TASK.load(refs[i])
+        emb = teacher.encode_images(teacher.preprocess(img.image)[None])[0]
+        return SampleInput(refs[i], img.image, img.content_hash, 100 + i, emb, 0.0)
+
+    b_alone = method.evaluate(teacher, TASK, [sample(7)])[0]
+    learner = method.learner(teacher, TASK)
+    initial = learner.ctx_init.clone()
+    method.evaluate(teacher, TASK, [sample(2)])
+    assert not torch.equal(learner.ctx, initial)  # tuning moved the context
+    b_after = method.evaluate(teacher, TASK, [sample(7)])[0]
+    learner.reset()
+    assert torch.equal(learner.ctx, initial)
+    assert (b_alone.prediction, b_alone.losses, b_alone.top5) == (b_after.prediction, b_after.losses, b_after.top5)
+    assert b_alone.steps == 3 and b_alone.prediction_before is not None
+
+
+def test_rows_through_a_worker(teacher):
+    from harness.engine.shards import plan_shards
+    from harness.engine.worker import RunIdentity, ShardWorker
+
+    config = RunConfig(tasks=("synthetic:1",), methods=("zeroshot", "tpt"))
+    task = SyntheticTask(per_class=1, name="synthetic:1")
+    rows = ShardWorker(config, {task.name: task}, RunIdentity("r", "f", "c")).process(plan_shards([task], 4)[0])
+    tpt = [r for r in rows.to_pylist() if r["method"] == "tpt"]
+    zeroshot = [r for r in rows.to_pylist() if r["method"] == "zeroshot"]
+    assert len(tpt) == 4 and all(r["ttt_steps"] == 1 and len(r["losses"]) == 1 and r["error"] is None for r in tpt)
+    # before tuning, the prompt is "a photo of a {}." on view 0: TPT's starting point is the zero-shot row
+    assert [r["prediction_before"] for r in tpt] == [r["prediction"] for r in zeroshot]
