@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -60,6 +61,10 @@ def run(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out_root: Annotated[Path, typer.Option(help="Folder holding run directories.")] = Path("results"),
     run_id: Annotated[Optional[str], typer.Option(help="Run directory name; an existing one is continued.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Finish a run directory with the config it was started with.")] = None,
+    force_new: Annotated[bool, typer.Option(help="If --run-id holds another config, start a fresh run.")] = False,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Tries per shard before it is recorded as failed.")] = 3,
+    max_restarts: Annotated[int, typer.Option(min=0, help="Restarts of a dead worker before it is retired.")] = 2,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     data_root: DataRoot = None,
     source: Annotated[str, typer.Option(help="disk or hub.", rich_help_panel=DATA_FLAGS)] = "disk",
@@ -91,9 +96,14 @@ def run(
     tpt_min_scale: Annotated[float, typer.Option(min=0.0, max=1.0, rich_help_panel=TPT_FLAGS)] = 0.08,
 ) -> None:
     """Evaluate methods on tasks; writes results/<run-id>/ (manifest + one Parquet file per shard)."""
+    from harness.engine.runner import resume_config
     from harness.engine.runner import run as run_engine
     from tasks.registry import SUITES
 
+    if resume is not None:
+        if suite or task or method:
+            raise HarnessError("--resume takes tasks, methods and settings from the run's manifest; drop --suite/--task/--method")
+        out_root, run_id = resume.parent, resume.name
     chosen = SUITES.get(suite) if suite else None
     apm_overrides = dict(chosen.apm) if chosen else {}
     flags = {
@@ -113,7 +123,7 @@ def run(
         raise HarnessError(f"--corruptions must be released or generated, not '{corruptions}'")
     if device not in ("auto", "cpu", "cuda"):
         raise HarnessError(f"--device must be auto, cpu or cuda, not '{device}'")
-    config = RunConfig(
+    config = resume_config(resume) if resume is not None else RunConfig(
         tasks=_split(task) or (chosen.tasks if chosen else ()),
         methods=_split(method) or (chosen.methods if chosen else ()),
         teacher=TeacherConfig(
@@ -133,28 +143,97 @@ def run(
         data_root=str(data_root) if data_root else None,
         splits_dir=str(splits_dir) if splits_dir else None,
         skip_missing=skip_missing,
+        force_new=force_new,
+        max_attempts=max_attempts,
+        max_restarts=max_restarts,
     )
     summary = run_engine(config, execution)
     typer.echo(
         f"{summary.run_dir}: {summary.shards_done}/{summary.shards_total} shards, {summary.samples} samples, "
         f"{summary.rows_written} rows written, {summary.errors} error rows"
     )
+    if summary.failed:
+        for shard_id, reason in summary.failed.items():
+            typer.echo(f"failed shard {shard_id}: {reason}", err=True)
+        typer.echo(f"error: {len(summary.failed)} shard(s) failed; retry them with: apm-bench run --resume {summary.run_dir}", err=True)
+        raise typer.Exit(3)
     typer.echo(f"next: apm-bench report {summary.run_dir} --format markdown")
 
 
 @app.command()
 def report(
     run_dirs: Annotated[Optional[list[Path]], typer.Argument(help="Run directories; default the newest.")] = None,
-    format: Annotated[str, typer.Option("--format", help="markdown, latex or csv.")] = "markdown",
+    format: Annotated[str, typer.Option("--format", help="markdown, latex, csv, html or json.")] = "markdown",
     out_root: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("results"),
+    table: Annotated[Optional[str], typer.Option(
+        help="A paper layout: natural-shift (Table 1), imagenet-c (Table 2), fine-grained (Table 3); "
+             "with intervals, paired differences and cost. Default: the plain method x task pivot.")] = None,
+    reference: Annotated[bool, typer.Option(help="With --table: the paper's rows beside ours, and the difference.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")] = 0,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 1000,
 ) -> None:
     """Accuracy (with n) per method x task, read from the runs' Parquet files only."""
     from harness import store
-    from harness.report.render import FORMATS
+    from harness.report.render import FORMATS, render_table
+    from harness.report.render_paper import PAPER_FORMATS
+    from harness.report.tables import TABLES
 
-    renderer = FORMATS.get(format)
+    if table is None:
+        renderer = FORMATS.get(format)
+    else:
+        TABLES.get(table), PAPER_FORMATS.get(format)  # unknown names fail before any file is read
     dirs = list(run_dirs) if run_dirs else [store.latest_run(out_root)]
-    typer.echo(renderer(store.read_rows(dirs)))
+    rows = store.read_rows(dirs)
+    if table is None:
+        typer.echo(renderer(rows))
+    else:
+        typer.echo(render_table(rows, table, format, reference, seed, resamples))
+
+
+@app.command()
+def plot(
+    targets: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[RUN_DIR]... | islands IMAGE",
+        help="Run directories (default the newest): accuracy vs seconds and TTT loss PNGs. "
+             "Or `islands IMAGE`: APM's per-location features in colour at several TTT steps.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Folder (or .png for islands). Default RUN_DIR/figures, or figures/ for islands.")] = None,
+    out_root: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("results"),
+    model: Annotated[str, typer.Option(help="islands: teacher architecture.")] = "apm-tiny",
+    pretrained: Annotated[str, typer.Option(help="islands: teacher weights.")] = "none",
+    iterations: Annotated[str, typer.Option(help="islands: TTT steps to show, comma-separated.")] = "0,1,5,20",
+    seed: Annotated[int, typer.Option(help="islands: seed of the APM draw.")] = 0,
+    device: Annotated[str, typer.Option(help="islands: auto, cpu or cuda.")] = "auto",
+    apm_image_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=APM_FLAGS)] = None,
+    apm_patch_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=APM_FLAGS)] = None,
+    apm_hidden: Annotated[Optional[str], typer.Option(help="e.g. 4096,2048,1024", rich_help_panel=APM_FLAGS)] = None,
+    apm_lr: Annotated[Optional[float], typer.Option(min=0.0, rich_help_panel=APM_FLAGS)] = None,
+    apm_pooling: Annotated[Optional[str], typer.Option(help="attention or mean", rich_help_panel=APM_FLAGS)] = None,
+) -> None:
+    """PNG figures: from runs' Parquet files, or (`plot islands IMAGE`) from APM trained on one image."""
+    targets = list(targets or [])
+    if targets[:1] == ["islands"]:
+        from harness.report.islands import plot_islands
+
+        if len(targets) != 2:
+            raise HarnessError("usage: apm-bench plot islands IMAGE (exactly one image)")
+        try:
+            steps = tuple(int(s) for s in iterations.split(",") if s.strip())
+        except ValueError:
+            raise HarnessError(f"--iterations expects comma-separated integers, got '{iterations}'") from None
+        flags = {"image_size": apm_image_size, "patch_size": apm_patch_size, "hidden": _hidden(apm_hidden),
+                 "lr": apm_lr, "pooling": apm_pooling}
+        apm = dataclasses.replace(ApmConfig(), **{k: v for k, v in flags.items() if v is not None})
+        path = plot_islands(Path(targets[1]), out or Path("figures"), TeacherConfig(model=model, pretrained=pretrained),
+                            apm, steps, seed, device)
+        typer.echo(str(path))
+        return
+    from harness import store
+    from harness.report.figures import run_figures
+
+    dirs = [Path(t) for t in targets] or [store.latest_run(out_root)]
+    for path in run_figures(store.read_rows(dirs), out or dirs[0] / "figures"):
+        typer.echo(str(path))
 
 
 @app.command("ls")
@@ -183,14 +262,19 @@ def list_things(data_root: DataRoot = None) -> None:
     typer.echo("methods: " + ", ".join(METHODS.names()))
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     logging.getLogger().setLevel(logging.ERROR)
+    signal.signal(signal.SIGTERM, _terminate)  # a scheduler's SIGTERM stops as cleanly as Ctrl-C
     try:
         code = app(standalone_mode=False)
     except HarnessError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted; finished shards are kept", err=True)
         sys.exit(130)

@@ -110,6 +110,16 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Inverse of to_dict (JSON turns tuples into lists; they are turned back)."""
+        parts = {"teacher": TeacherConfig, "apm": ApmConfig, "tpt": TptConfig, "data": DataConfig}
+        values = {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        for name, kind in parts.items():
+            if name in values:
+                values[name] = kind(**{k: _tuples(v) for k, v in values[name].items()})
+        return cls(**{k: v if k in parts else _tuples(v) for k, v in values.items()})
+
     def fingerprint(self) -> str:
         payload = self.to_dict()
         payload.pop("suite")  # a label only: the same tasks and settings give the same rows
@@ -138,3 +148,15 @@ class ExecConfig:
     """Extra folder to look for CoOp split files in."""
     skip_missing: bool = False
     """Run the tasks whose data is found instead of refusing to start."""
+    force_new: bool = False
+    """When --run-id names a run with another config, start a fresh directory instead of refusing."""
+    max_attempts: int = 3
+    """Tries per shard before it is recorded as failed and the run goes on."""
+    max_restarts: int = 2
+    """Times Ray restarts a dead worker (which reloads its teacher) before it is retired."""
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value

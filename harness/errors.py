@@ -3,3 +3,5 @@
 
 class HarnessError(Exception):
     """A user-facing problem: bad flag, missing data, unknown name. The message is one line."""
+
+    exit_code = 2

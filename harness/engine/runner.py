@@ -4,11 +4,14 @@ finished shard as it arrives. It knows neither CLIP nor APM: it moves shards and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import ipaddress
 import logging
 import os
-import re
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import store
 from harness.config import ExecConfig, RunConfig
+from harness.engine.dispatch import DispatchResult, dispatch
 from harness.engine.shards import Shard, plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
 from harness.errors import HarnessError
@@ -28,9 +32,6 @@ from tasks.registry import resolve_task
 
 log = logging.getLogger("apm_bench")
 
-IN_FLIGHT_PER_ACTOR = 2
-"""Shards queued on each actor, so it starts the next one without waiting for the driver."""
-
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -40,6 +41,8 @@ class RunSummary:
     shards_done: int
     shards_total: int
     errors: int
+    failed: dict[str, str]
+    """Shards given up on after repeated failures (shard id -> reason); a resume retries them."""
 
 
 def prepare(config: RunConfig, execution: ExecConfig | None = None) -> tuple[RunConfig, list[Task]]:
@@ -81,30 +84,34 @@ def new_run_id(config: RunConfig) -> str:
     return f"{config.suite or 'run'}-{stamp}-{config.fingerprint()[:8]}"
 
 
-def open_run_dir(run_dir: Path, config: RunConfig, execution: ExecConfig, shards_total: int) -> dict:
-    """A new run writes its manifest; an existing one with the same fingerprint is continued."""
+def open_run_dir(run_dir: Path, config: RunConfig, execution: ExecConfig, shards_total: int) -> tuple[Path, dict]:
+    """A new run writes its manifest; an existing one with the same fingerprint is continued; one
+    with another config is refused, or left alone for a fresh directory with --force-new."""
     fingerprint = config.fingerprint()
     if (run_dir / store.MANIFEST).exists():
         manifest = store.read_manifest(run_dir)
-        if manifest.get("fingerprint") != fingerprint:
+        if manifest.get("fingerprint") == fingerprint:
+            return run_dir, manifest
+        if not execution.force_new:
             raise HarnessError(
-                f"{run_dir} holds a run with another config (fingerprint {manifest.get('fingerprint')} != "
-                f"{fingerprint}); choose another --run-id"
+                f"{run_dir} holds a run with another config (fingerprint {manifest.get('fingerprint')}, "
+                f"requested {fingerprint}); resume it with --resume {run_dir}, or pass --force-new for a new run"
             )
-        return manifest
+        run_dir = run_dir.with_name(new_run_id(config))
     manifest = {
         "run_id": run_dir.name,
         "fingerprint": fingerprint,
         "config": config.to_dict(),
-        "execution": {k: v for k, v in execution.__dict__.items() if k != "progress"},
+        "execution": {k: v for k, v in dataclasses.asdict(execution).items() if k != "progress"},
         "versions": package_versions(),
         "code_version": code_version(),
         "started": _now(),
         "finished": None,
+        "failed_shards": {},
         "shards_total": shards_total,
     }
     store.write_manifest(run_dir, manifest)
-    return manifest
+    return run_dir, manifest
 
 
 def _now() -> str:
@@ -112,12 +119,40 @@ def _now() -> str:
 
 
 @contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """ray.init installs its own SIGTERM handler, which aborts the process: put back a clean stop
+    (the same path as Ctrl-C: finished shards kept, a resume hint) for as long as the run lasts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
 def ray_session(execution: ExecConfig) -> Iterator[None]:
     """Join the cluster at --address, reuse one already initialised, or start a local one on 127.0.0.1."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not execution.address:
-        # read when ray is imported: a local instance then binds every service to the loopback address
+    if not execution.address or _is_loopback(execution.address):
+        # read when ray is imported: a local instance then binds every service to the loopback
+        # address, and a driver joining a loopback cluster does not swap 127.0.0.1 for a public IP
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not execution.address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for local instances, said explicitly
     import ray
 
@@ -125,7 +160,15 @@ def ray_session(execution: ExecConfig) -> Iterator[None]:
         yield
         return
     if execution.address:
-        ray.init(address=execution.address, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=execution.address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+            cause = exc.__cause__ or exc
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1][:300]
+            raise HarnessError(
+                f"cannot join the Ray cluster at --address {execution.address}: {first} "
+                "(a cluster with token auth needs RAY_AUTH_MODE=token and its token)"
+            ) from None
     else:
         cpus = max(os.cpu_count() or 1, (execution.workers or 1) * execution.threads_per_worker)
         ray.init(
@@ -137,39 +180,60 @@ def ray_session(execution: ExecConfig) -> Iterator[None]:
             logging_level=logging.WARNING,
         )
     try:
-        yield
+        with _sigterm_interrupts():
+            yield
     finally:
         ray.shutdown()
+
+
+class Interrupted(HarnessError):
+    """Ctrl-C or SIGTERM: finished shards are on disk, nothing half-written; the message says how to resume."""
+
+    exit_code = 130
 
 
 def run(config: RunConfig, execution: ExecConfig) -> RunSummary:
     config, tasks = prepare(config, execution)
     shards = plan_shards(tasks, config.shard_size, config.data.limit, config.seed)
-    run_dir = Path(execution.out_root) / (execution.run_id or new_run_id(config))
-    is_new = not (run_dir / store.MANIFEST).exists()
-    manifest = open_run_dir(run_dir, config, execution, len(shards))
+    requested = Path(execution.out_root) / (execution.run_id or new_run_id(config))
+    is_new = not (requested / store.MANIFEST).exists()
+    run_dir, manifest = open_run_dir(requested, config, execution, len(shards))
+    is_new = is_new or run_dir != requested
     done = store.done_shards(run_dir)
     todo = [s for s in shards if s.shard_id not in done]
-    identity = RunIdentity(run_dir.name, manifest["fingerprint"], manifest["code_version"])
-    rows = errors = 0
+    identity = RunIdentity(run_dir.name, manifest["fingerprint"], code_version())
+    result = DispatchResult()
     if todo:
         try:
             with ray_session(execution):
-                rows, errors = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir)
+                result = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir)
+        except KeyboardInterrupt:
+            finished = len(store.done_shards(run_dir))
+            raise Interrupted(
+                f"interrupted: {finished}/{len(shards)} shards finished and kept in {run_dir}; "
+                f"finish the rest with: apm-bench run --resume {run_dir}"
+            ) from None
         except BaseException:
             if is_new and not store.done_shards(run_dir):
                 shutil.rmtree(run_dir)  # nothing finished: leave no empty run behind to be reported
             raise
-    manifest["finished"] = _now()
+    manifest["failed_shards"] = result.failed
+    manifest["finished"] = None if result.failed else _now()
     store.write_manifest(run_dir, manifest)
     return RunSummary(
         run_dir=run_dir,
         samples=sum(len(s.refs) for s in shards),
-        rows_written=rows,
+        rows_written=result.rows,
         shards_done=len(store.done_shards(run_dir)),
         shards_total=len(shards),
-        errors=errors,
+        errors=result.error_rows,
+        failed=dict(result.failed),
     )
+
+
+def resume_config(run_dir: Path) -> RunConfig:
+    """The config a run directory was started with, read back from its manifest."""
+    return RunConfig.from_dict(store.read_manifest(run_dir)["config"])
 
 
 def _dispatch(
@@ -179,7 +243,7 @@ def _dispatch(
     identity: RunIdentity,
     todo: list[Shard],
     run_dir: Path,
-) -> tuple[int, int]:
+) -> DispatchResult:
     import ray
 
     use_gpu = execution.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
@@ -192,49 +256,24 @@ def _dispatch(
         count = execution.workers or max(1, cpus // execution.threads_per_worker)
     count = max(1, min(count, len(todo)))
     actor_cls = ray.remote(ShardWorker).options(
-        num_cpus=execution.threads_per_worker, num_gpus=1 if use_gpu else 0
+        num_cpus=execution.threads_per_worker,
+        num_gpus=1 if use_gpu else 0,
+        max_restarts=execution.max_restarts,  # a restarted actor reloads its teacher; we re-queue
+        max_task_retries=0,
     )
     device = "cuda" if use_gpu else "cpu"
     actors = [actor_cls.remote(config, tasks, identity, device, execution.threads_per_worker) for _ in range(count)]
 
-    queue = list(reversed(todo))
-    pending: dict = {}
+    def write(shard: Shard, table) -> None:
+        store.write_shard(run_dir, shard.shard_id, table)
+        bar.update(task_id, advance=len(shard.refs))
 
-    def submit(actor) -> None:
-        if queue:
-            shard = queue.pop()
-            pending[actor.process.remote(shard)] = (actor, shard)
-
-    for actor in actors:
-        for _ in range(IN_FLIGHT_PER_ACTOR):
-            submit(actor)
-    rows = errors = 0
-    with _progress(execution.progress, sum(len(s.refs) for s in todo), count, device) as (bar, task_id):
-        while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            actor, shard = pending.pop(ref)
-            try:
-                table = ray.get(ref)  # one shard's rows at a time: the driver never holds the run
-            except ray.exceptions.RayError as exc:
-                raise worker_failure(exc) from exc
-            store.write_shard(run_dir, shard.shard_id, table)
-            rows += table.num_rows
-            errors += table.num_rows - table.column("error").null_count
-            bar.update(task_id, advance=len(shard.refs))
-            submit(actor)
-    for actor in actors:
-        ray.kill(actor)
-    return rows, errors
-
-
-def worker_failure(exc: Exception) -> HarnessError:
-    """A worker's exception arrives as Ray's multi-line report; keep the one line that explains it."""
-    text = str(exc)
-    found = re.findall(r"HarnessError: (.+)", text)
-    if found:
-        return HarnessError(found[-1].strip())
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return HarnessError(f"a worker failed ({type(exc).__name__}): {lines[-1] if lines else 'no message'}")
+    try:
+        with _progress(execution.progress, sum(len(s.refs) for s in todo), count, device) as (bar, task_id):
+            return dispatch(actors, todo, write, execution.max_attempts, execution.max_restarts)
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
 
 
 @contextlib.contextmanager

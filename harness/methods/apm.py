@@ -4,7 +4,7 @@ image for N steps with a fresh Adam, classify the student's embedding, and forge
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -24,9 +24,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class NonFiniteLoss(RuntimeError):
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, losses: tuple[float, ...] = ()) -> None:
         super().__init__(f"non-finite TTT loss at step {step}")
         self.step = step
+        self.losses = losses
+        """The trajectory up to and including the bad step, kept on the row for diagnosis."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class TTTResult:
     """(D,) the student's embedding after training."""
     losses: tuple[float, ...]
     """Loss before each update, one per step."""
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Step k -> (G, D) per-location features of the image after k updates (on the CPU), for the steps
+    asked for in `snapshot_steps`; empty otherwise. Figures use it (islands of agreement); scoring does not."""
 
 
 def apm_transform(image_size: int) -> v2.Compose:
@@ -50,18 +55,37 @@ def apm_transform(image_size: int) -> v2.Compose:
 
 
 def run_ttt(
-    net: ApmNet, pixels: torch.Tensor, target: torch.Tensor, seed: int, precision: str = "fp32"
+    net: ApmNet,
+    pixels: torch.Tensor,
+    target: torch.Tensor,
+    seed: int,
+    precision: str = "fp32",
+    snapshot_steps: Collection[int] = (),
 ) -> TTTResult:
-    """Train `net` from a fresh draw on one image (3, S, S) towards `target` (D,)."""
+    """Train `net` from a fresh draw on one image (3, S, S) towards `target` (D,).
+
+    `snapshot_steps` (each 0..steps) asks for the per-location features after that many updates; taking
+    them is a no-grad forward outside the training computation, so the trajectory is unchanged."""
     cfg = net.config
     device = pixels.device
+    wanted = sorted(set(snapshot_steps))
+    if wanted and (wanted[0] < 0 or wanted[-1] > cfg.steps):
+        raise ValueError(f"snapshot steps {wanted} must lie in 0..{cfg.steps}")
+    snapshots: dict[int, torch.Tensor] = {}
+
+    def snapshot(step: int) -> None:
+        if step in wanted:
+            with torch.no_grad(), autocast(device, precision):
+                snapshots[step] = net.features(pixels[None])[0].float().cpu()
+
     net.reset_parameters(torch.Generator(device=device).manual_seed(seed))
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)  # fresh state for every sample
     batch = pixels[None].expand(cfg.copies, -1, -1, -1)
     goal = target.float()[None].expand(cfg.copies, -1)
     rgb_goal = net.rgb_target(batch) if cfg.rgb_weight else None
     losses = []
-    for _ in range(cfg.steps):
+    snapshot(0)
+    for step in range(cfg.steps):
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, precision):
             if rgb_goal is None:
@@ -72,13 +96,15 @@ def run_ttt(
         loss.backward()
         optimizer.step()
         losses.append(loss.detach())
+        snapshot(step + 1)
     with torch.no_grad(), autocast(device, precision):
         embedding = net(pixels[None])[0].float()
     trajectory = torch.stack(losses).cpu() if losses else torch.empty(0)  # one sync, not one per step
     bad = (~torch.isfinite(trajectory)).nonzero()
     if len(bad) or not torch.isfinite(embedding).all():
-        raise NonFiniteLoss(int(bad[0]) if len(bad) else cfg.steps)
-    return TTTResult(embedding, tuple(trajectory.tolist()))
+        step = int(bad[0]) if len(bad) else cfg.steps
+        raise NonFiniteLoss(step, tuple(trajectory[: step + 1].tolist()))
+    return TTTResult(embedding, tuple(trajectory.tolist()), snapshots)
 
 
 @dataclass
@@ -112,7 +138,8 @@ class ApmMethod:
             result = run_ttt(net, pixels, sample.teacher_embedding, sample.seed, teacher.config.precision)
         except NonFiniteLoss as exc:
             return Outcome(None, prediction_before=before, n_templates=n_templates, steps=exc.step,
-                           seconds=sample.teacher_seconds + time.perf_counter() - start, error=str(exc))
+                           losses=exc.losses, seconds=sample.teacher_seconds + time.perf_counter() - start,
+                           error=str(exc))
         scores = score(result.embedding[None], classifier, teacher.logit_scale)
         return Outcome(
             prediction=scores.prediction[0],

@@ -1,4 +1,6 @@
-"""Tables to text: tabulate for markdown and LaTeX (booktabs), pandas for CSV (long form, every cell)."""
+"""Tables to text. Without a paper layout: the generic accuracy pivot (method x task, with n), via
+tabulate for markdown, LaTeX (booktabs) and HTML, pandas for CSV (long form, every cell) and JSON.
+With a layout (`--table`), render_paper.py does the paper's tables; `render_table` is its entry."""
 
 from __future__ import annotations
 
@@ -24,8 +26,23 @@ def _tabulated(fmt: str) -> Renderer:
 
 FORMATS.add("markdown", _tabulated("github"))
 FORMATS.add("latex", _tabulated("latex_booktabs"))
+FORMATS.add("html", _tabulated("html"))
 FORMATS.add("csv", lambda rows: cells(rows).to_csv(index=False, float_format="%.4f"))
+FORMATS.add("json", lambda rows: cells(rows).to_json(orient="records", indent=2))
 
 
 def render(rows: pd.DataFrame, fmt: str) -> str:
     return FORMATS.get(fmt)(rows)
+
+
+def render_table(rows: pd.DataFrame, table: str, fmt: str, reference: bool = True, seed: int = 0,
+                 resamples: int | None = None) -> str:
+    """One of the paper's layouts (`tables.TABLES`), filled from `rows`, in format `fmt`."""
+    from harness.report.paper import build_report
+    from harness.report.render_paper import PAPER_FORMATS
+    from harness.report.stats import RESAMPLES
+    from harness.report.tables import TABLES
+
+    spec = TABLES.get(table)
+    renderer = PAPER_FORMATS.get(fmt)
+    return renderer(build_report(rows, spec, reference, seed, resamples or RESAMPLES))

@@ -1,0 +1,131 @@
+"""Feeding shards to Ray actors so that a lost worker costs only its in-flight shards: a dead actor's
+shards go back to the queue, Ray restarts the actor (which reloads its teacher), and a shard that
+keeps failing is set aside with its reason while the rest of the run completes."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from harness.engine.shards import Shard
+from harness.errors import HarnessError
+
+IN_FLIGHT_PER_ACTOR = 2
+"""Shards queued on each actor, so it starts the next one without waiting for the driver."""
+
+
+@dataclass
+class DispatchResult:
+    rows: int = 0
+    error_rows: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    """shard id -> why it was given up on."""
+
+
+def worker_failure(exc: BaseException) -> HarnessError:
+    """A worker's exception arrives as Ray's multi-line report; keep the one line that explains it."""
+    text = str(exc)
+    found = re.findall(r"HarnessError: (.+)", text)
+    if found:
+        return HarnessError(found[-1].strip())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return HarnessError(f"a worker failed ({type(exc).__name__}): {lines[-1] if lines else 'no message'}")
+
+
+def _creation_failed(exc: BaseException) -> bool:
+    """The actor's __init__ raised (bad weights, missing package): restarting cannot help."""
+    text = str(exc)
+    return "creation task" in text or "HarnessError" in text
+
+
+def dispatch(
+    actors: Sequence,
+    shards: Sequence[Shard],
+    write: Callable[[Shard, pa.Table], None],
+    max_attempts: int = 3,
+    max_restarts: int = 2,
+    recovery_seconds: float = 300.0,
+) -> DispatchResult:
+    """Run every shard on some actor; `write` each result as it arrives (the driver holds one
+    shard's rows at a time). Returns counts and the shards given up on.
+
+    A worker that dies is sent nothing until a ping shows Ray has restarted it (its shards go to the
+    others meanwhile); one that died more than `max_restarts` times, or does not come back within
+    `recovery_seconds`, is retired."""
+    import ray
+
+    queue: deque[Shard] = deque(shards)
+    attempts: Counter[str] = Counter()
+    deaths: Counter[int] = Counter()
+    pending: dict = {}  # ref -> (actor index, shard, or None for a ping)
+    load: Counter[int] = Counter()
+    recovering: dict[int, float] = {}  # actor index -> when it died
+    retired: set[int] = set()
+    result = DispatchResult()
+
+    def feed(i: int) -> None:
+        while i not in retired and i not in recovering and load[i] < IN_FLIGHT_PER_ACTOR and queue:
+            shard = queue.popleft()
+            pending[actors[i].process.remote(shard)] = (i, shard)
+            load[i] += 1
+
+    def retry(shard: Shard, reason: str) -> None:
+        attempts[shard.shard_id] += 1
+        if attempts[shard.shard_id] >= max_attempts:
+            result.failed[shard.shard_id] = f"{reason} (after {attempts[shard.shard_id]} attempts)"
+        else:
+            queue.appendleft(shard)
+
+    def lost(i: int) -> None:
+        if i in recovering or i in retired:
+            return
+        deaths[i] += 1
+        if deaths[i] > max_restarts:
+            retired.add(i)
+            return
+        recovering[i] = time.monotonic()
+        pending[actors[i].info.remote()] = (i, None)
+
+    for i in range(len(actors)):
+        feed(i)
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        i, shard = pending.pop(ref)
+        if shard is None:  # a ping to a restarting actor
+            try:
+                ray.get(ref)
+                recovering.pop(i)
+            except ray.exceptions.RayActorError as exc:
+                if _creation_failed(exc):
+                    raise worker_failure(exc) from exc
+                if time.monotonic() - recovering[i] > recovery_seconds:
+                    recovering.pop(i)
+                    retired.add(i)
+                else:
+                    time.sleep(0.5)
+                    pending[actors[i].info.remote()] = (i, None)
+        else:
+            load[i] -= 1
+            try:
+                table = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                if _creation_failed(exc):
+                    raise worker_failure(exc) from exc
+                lost(i)
+                retry(shard, "its worker died")
+            except ray.exceptions.RayTaskError as exc:
+                retry(shard, str(worker_failure(exc)))
+            else:
+                write(shard, table)
+                result.rows += table.num_rows
+                result.error_rows += table.num_rows - table.column("error").null_count
+        for j in range(len(actors)):  # a re-queued shard may go to any actor with room
+            feed(j)
+        if queue and not pending:
+            raise HarnessError(f"every worker died; {len(queue)} shard(s) not run (finished shards are kept)")
+    return result

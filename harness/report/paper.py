@@ -1,0 +1,246 @@
+"""Fill one of the paper's table layouts from the rows of one or more runs: measured cells with n and
+bootstrap intervals, the paper's rows beside ours with the difference per cell, averages computed from
+the cells, paired differences against zero-shot, and cost. The result is plain data; render_paper.py
+turns it into text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from harness.report.cost import CostLine, cost_lines, cost_notes
+from harness.report.stats import RESAMPLES, Estimate, estimate, mean_of, pair
+from harness.report.tables import (
+    BASELINE, METHOD_ORDER, ReferenceRow, TableSpec, load_reference, method_label, paper_labels, teacher_label,
+)
+
+STATED_TOLERANCE = 0.1
+"""Points by which a stated average may differ from the mean of its printed columns through rounding
+alone (each column is rounded to 0.05 at most, and so is the stated value)."""
+
+Group = tuple[str, str, str]
+"""(method, model, pretrained): one measured row of a table."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell. `value` is accuracy in percent, or a difference in points."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    n: int = 0
+    """Scored samples (measured), or pairs (paired); 0 means no data, never zero accuracy."""
+    errors: int = 0
+    """Error rows left out of `n`."""
+    unpaired: int = 0
+    """Paired cells: sample ids seen by only one of the method and the baseline."""
+    stated: float | None = None
+    """Paper rows: the stated average, where it differs from the mean of the paper's own columns."""
+    note: str = ""
+    """Why an average is missing, e.g. `3/5 tasks`."""
+
+
+@dataclass(frozen=True)
+class Line:
+    kind: str
+    """measured, paper, vs-paper (ours minus the paper's) or paired (method minus zero-shot)."""
+    label: str
+    """What the Method column shows."""
+    teacher: str
+    method: str
+    """Our method name; the paper's own label on paper rows."""
+    model: str
+    pretrained: str
+    cells: tuple[Cell, ...]
+    """One per `spec.keys`: the task columns, then the summaries."""
+
+
+@dataclass(frozen=True)
+class PaperReport:
+    spec: TableSpec
+    lines: tuple[Line, ...]
+    paired: tuple[Line, ...]
+    cost: tuple[CostLine, ...]
+    notes: tuple[str, ...]
+    """Printed under the main table."""
+    paired_notes: tuple[str, ...]
+    cost_notes: tuple[str, ...]
+    seed: int
+    resamples: int
+
+
+def _cell(est: Estimate | None, errors: int = 0, unpaired: int = 0) -> Cell:
+    if est is None or est.value is None:
+        return Cell(None, errors=errors, unpaired=unpaired)
+    return Cell(est.value, est.low, est.high, est.n, errors, unpaired)
+
+
+def _summaries(spec: TableSpec, estimates: dict[str, Estimate]) -> list[Cell]:
+    out = []
+    for summary in spec.summaries:
+        parts = [estimates[t] for t in summary.tasks]
+        mean = mean_of(parts)
+        present = sum(p.value is not None for p in parts)
+        if mean is None:
+            out.append(Cell(None, note=f"{present}/{len(parts)} tasks" if present else ""))
+        else:
+            out.append(_cell(mean))
+    return out
+
+
+def groups_in_order(rows: pd.DataFrame) -> list[Group]:
+    """Teachers in order of appearance; within one, the paper's method order, then the others."""
+    seen = list(dict.fromkeys(zip(rows["method"], rows["model"], rows["pretrained"])))
+    teachers = list(dict.fromkeys((m, p) for _, m, p in seen))
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return sorted(seen, key=lambda g: (teachers.index(g[1:]), rank.get(g[0], len(rank)), seen.index(g)))
+
+
+def _outcomes(frame: pd.DataFrame) -> np.ndarray:
+    return frame["correct"].fillna(False).astype(bool).to_numpy(dtype=np.float64)
+
+
+def measured_line(spec: TableSpec, group: Group, by_cell: dict, seed: int, resamples: int) -> Line:
+    method, model, pretrained = group
+    estimates, cells = {}, []
+    for task in spec.tasks:
+        frame = by_cell.get((*group, task))
+        if frame is None:
+            estimates[task] = Estimate(None, None, None, 0)
+            cells.append(Cell(None))
+            continue
+        scored = frame[frame["error"].isna()]
+        est = estimate(_outcomes(scored), f"cell|{method}|{model}|{pretrained}|{task}", seed, resamples)
+        estimates[task] = est
+        cells.append(_cell(est, errors=len(frame) - len(scored)))
+    return Line("measured", method_label(method), teacher_label(model, pretrained), method, model, pretrained,
+                tuple(cells + _summaries(spec, estimates)))
+
+
+def paper_line(spec: TableSpec, ref: ReferenceRow) -> tuple[Line, list[str]]:
+    """The paper's row with its averages recomputed; a note for each stated average that disagrees."""
+    cells = [Cell(ref.values[c.header]) for c in spec.columns]
+    header_of = {c.task: c.header for c in spec.columns}
+    notes = []
+    for summary in spec.summaries:
+        mean = float(np.mean([ref.values[header_of[t]] for t in summary.tasks]))
+        stated = ref.stated.get(summary.key)
+        differs = stated is not None and abs(mean - stated) > STATED_TOLERANCE + 1e-9
+        cells.append(Cell(mean, stated=stated if differs else None))
+        if differs:
+            notes.append(
+                f"{ref.method} {ref.teacher}: the paper states {summary.header} {stated:.1f}, but its own columns "
+                f"average {mean:.2f} (more than rounding explains); the {summary.header} shown is the mean."
+            )
+    label = f"{ref.method} [paper]" + (" (ImageNet train)" if ref.uses_imagenet_train else "")
+    return Line("paper", label, ref.teacher, ref.method, "", "", tuple(cells)), notes
+
+
+def difference_line(ours: Line, paper: Line) -> Line:
+    cells = tuple(
+        Cell(a.value - b.value) if a.value is not None and b.value is not None else Cell(None)
+        for a, b in zip(ours.cells, paper.cells)
+    )
+    return Line("vs-paper", f"{ours.label} [ours - paper]", ours.teacher, ours.method, ours.model, ours.pretrained, cells)
+
+
+def _per_sample(frame: pd.DataFrame | None) -> dict[str, float]:
+    """Sample id -> mean correctness of its scored rows (a sample measured twice counts once)."""
+    if frame is None:
+        return {}
+    scored = frame[frame["error"].isna()]
+    if scored.empty:
+        return {}
+    means = scored.assign(hit=_outcomes(scored)).groupby("sample_id", sort=True)["hit"].mean()
+    return {str(k): float(v) for k, v in means.items()}
+
+
+def paired_lines(spec: TableSpec, groups: list[Group], by_cell: dict, seed: int, resamples: int
+                 ) -> tuple[list[Line], list[str]]:
+    lines, notes, unpaired = [], [], []
+    for method, model, pretrained in groups:
+        if method == BASELINE:
+            continue
+        teacher = teacher_label(model, pretrained)
+        if (BASELINE, model, pretrained) not in groups:
+            notes.append(f"{method_label(method)} {teacher}: no {BASELINE} rows with this teacher, nothing pairs.")
+        estimates, cells = {}, []
+        for task in spec.tasks:
+            ours = _per_sample(by_cell.get((method, model, pretrained, task)))
+            base = _per_sample(by_cell.get((BASELINE, model, pretrained, task)))
+            pairing = pair(ours, base) if ours else pair({}, {})  # no data at all is a missing cell, not unpairing
+            est = estimate(pairing.differences, f"paired|{method}|{model}|{pretrained}|{task}", seed, resamples)
+            estimates[task] = est
+            cells.append(_cell(est, unpaired=pairing.unpaired))
+            if pairing.unpaired:
+                unpaired.append(f"{method_label(method)} {teacher} {task}: {pairing.unpaired_method} only in "
+                                f"{method}, {pairing.unpaired_baseline} only in {BASELINE}")
+        lines.append(Line("paired", f"{method_label(method)} - {method_label(BASELINE)}", teacher, method, model,
+                          pretrained, tuple(cells + _summaries(spec, estimates))))
+    if unpaired:
+        notes.append(f"Sample ids that did not pair (left out of the differences): {'; '.join(unpaired)}.")
+    return lines, notes
+
+
+def _tally(frame: pd.DataFrame) -> list[str]:
+    counts = frame.groupby(["method", "model", "pretrained", "task"], sort=False).size()
+    return [f"{method_label(m)} {teacher_label(mo, p)} {t}: {c}" for (m, mo, p, t), c in counts.items()]
+
+
+def build_report(
+    rows: pd.DataFrame, spec: TableSpec, reference: bool = True, seed: int = 0, resamples: int = RESAMPLES
+) -> PaperReport:
+    """`rows` as store.read_rows returns them. Every method x teacher in `rows` gets a line, with n = 0
+    marks where it has no data for a column, so a missing run is visible, not silently absent."""
+    inside = rows[rows["task"].isin(spec.tasks)]
+    by_cell = {key: frame for key, frame in inside.groupby(["method", "model", "pretrained", "task"], sort=False)}
+    groups = groups_in_order(rows)
+    refs = list(load_reference(spec)) if reference else []
+    lines: list[Line] = []
+    notes = ["Cells: top-1 accuracy % [95% percentile bootstrap interval] (n scored samples); "
+             "'- (n=0)' marks a cell with no data. Averages are unweighted means of the columns, "
+             "computed here (never copied), and blank unless every column has data."]
+    paper_notes: list[str] = []
+    for group in groups:
+        ours = measured_line(spec, group, by_cell, seed, resamples)
+        lines.append(ours)
+        match = next((r for r in refs if r.teacher == ours.teacher and r.method in paper_labels(group[0])), None)
+        if match is not None:
+            refs.remove(match)
+            paper, found = paper_line(spec, match)
+            lines += [paper, difference_line(ours, paper)]
+            paper_notes += found
+    for ref in refs:  # the paper's rows we did not measure, for context
+        paper, found = paper_line(spec, ref)
+        lines.append(paper)
+        paper_notes += found
+    notes += paper_notes
+    errors = inside[inside["error"].notna()]
+    if len(errors):
+        notes.append(f"Error rows excluded from scoring ({len(errors)}): {'; '.join(_tally(errors))}.")
+    outside = rows[~rows["task"].isin(spec.tasks)]
+    if len(outside):
+        others = ", ".join(dict.fromkeys(outside["task"]))
+        notes.append(f"Rows of tasks outside this table, not shown ({len(outside)}): {others}.")
+    paired, paired_notes = paired_lines(spec, groups, by_cell, seed, resamples)
+    cost = cost_lines(inside, groups)
+    return PaperReport(spec, tuple(lines), tuple(paired), tuple(cost), tuple(notes), tuple(paired_notes),
+                       tuple(cost_notes(inside)), seed, resamples)
+
+
+def flatten(lines: Iterable[Line], spec: TableSpec) -> list[dict]:
+    """Long form: one record per cell, for csv and json."""
+    out = []
+    for line in lines:
+        for key, header, cell in zip(spec.keys, spec.headers, line.cells):
+            out.append({
+                "table": spec.name, "kind": line.kind, "label": line.label, "teacher": line.teacher,
+                "method": line.method, "model": line.model, "pretrained": line.pretrained, "column": key,
+                "header": header, "value": cell.value, "low": cell.low, "high": cell.high, "n": cell.n,
+                "errors": cell.errors, "unpaired": cell.unpaired, "stated": cell.stated, "note": cell.note,
+            })
+    return out

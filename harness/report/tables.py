@@ -1,0 +1,156 @@
+"""The paper's tables as data: which of our tasks fill which column, under the paper's header, and how
+our method and teacher names map onto the paper's row labels. The reporter is generic; adding a table
+is adding a `TableSpec`, not code.
+
+Task names are written out here rather than imported from `tasks/`, so that reading a report never
+imports open_clip; tests/test_report_tables.py checks them against the task registry."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.registry import Registry
+
+REFERENCE_DIR = Path(__file__).parent / "reference"
+"""The paper's own numbers (copies of ../shared/reference/*.csv), shipped as package data."""
+
+
+@dataclass(frozen=True)
+class Column:
+    task: str
+    """Our task name, as written in the rows' `task` column."""
+    header: str
+    """The paper's header for it; also the column's name in the reference CSV."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A column computed from other columns (never copied from the paper)."""
+
+    key: str
+    """Machine name (csv/json) and, with `_stated`, the reference CSV's column of the paper's value."""
+    header: str
+    tasks: tuple[str, ...]
+    """The columns it is the unweighted mean of, as the paper averages datasets, not samples."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    """What `--table` takes."""
+    title: str
+    columns: tuple[Column, ...]
+    summaries: tuple[Summary, ...]
+    reference: str
+    """File name under REFERENCE_DIR."""
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(c.task for c in self.columns)
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        return tuple(c.header for c in self.columns) + tuple(s.header for s in self.summaries)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.tasks + tuple(s.key for s in self.summaries)
+
+
+def _spec(name: str, title: str, pairs: list[tuple[str, str]], reference: str, ood: bool = False) -> TableSpec:
+    columns = tuple(Column(task, header) for task, header in pairs)
+    tasks = tuple(c.task for c in columns)
+    summaries = [Summary("average", "Average", tasks)]
+    if ood:  # Table 1: the mean of the four shifted sets, ImageNet itself left out
+        summaries.append(Summary("ood_average", "OOD Average", tasks[1:]))
+    return TableSpec(name, title, columns, tuple(summaries), reference)
+
+
+CORRUPTIONS = (
+    "brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "gaussian_noise", "glass_blur",
+    "impulse_noise", "jpeg_compression", "motion_blur", "pixelate", "shot_noise", "snow", "zoom_blur",
+)
+
+TABLES: Registry[TableSpec] = Registry("table (--table)")
+TABLES.add("natural-shift", _spec(
+    "natural-shift", "Table 1: natural distribution shift, top-1 accuracy (%)",
+    [("imagenet", "ImageNet"), ("imagenet-a", "ImageNet-A"), ("imagenet-v2", "ImageNet-V2"),
+     ("imagenet-r", "ImageNet-R"), ("imagenet-sketch", "ImageNet-Sketch")],
+    "apm_neurips2024_table1_natural_shift.csv", ood=True,
+))
+TABLES.add("imagenet-c", _spec(
+    "imagenet-c", "Table 2: ImageNet-C at severity 5, top-1 accuracy (%)",
+    [(f"imagenet-c/{c}/5", c) for c in CORRUPTIONS],
+    "apm_neurips2024_table2_imagenet_c_sev5.csv",
+))
+TABLES.add("fine-grained", _spec(
+    "fine-grained", "Table 3: fine-grained classification, top-1 accuracy (%)",
+    [("flowers102", "Flowers102"), ("dtd", "DTD"), ("oxford-pets", "OxfordPets"), ("ucf101", "UCF101"),
+     ("caltech101", "Caltech101"), ("food101", "Food101"), ("sun397", "SUN397"),
+     ("fgvc-aircraft", "FGVCAircraft"), ("eurosat", "EuroSAT")],
+    "apm_neurips2024_table3_fine_grained.csv",
+))
+
+METHOD_LABELS = {"zeroshot": "CLIP", "ensemble": "Ensemble", "tpt": "TPT", "apm": "APM"}
+"""Our method name -> the paper's row label; other methods keep their own name."""
+METHOD_ORDER = ("zeroshot", "ensemble", "tpt", "apm")
+"""The paper's row order within a teacher; other methods follow in the order they appear."""
+PAPER_ALIASES = {"zeroshot": ("CLIP", "OpenCLIP")}
+"""Paper labels that stand for the same method: its zero-shot rows say OpenCLIP for LAION teachers."""
+BASELINE = "zeroshot"
+"""What paired differences are taken against, teacher by teacher."""
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def paper_labels(method: str) -> tuple[str, ...]:
+    return PAPER_ALIASES.get(method, (method_label(method),))
+
+
+def teacher_label(model: str, pretrained: str) -> str:
+    """The paper's backbone name: ViT-B/16 means OpenAI's weights; L/14 and H/14 whatever their tag
+    (the paper uses OpenAI's L/14 in Table 1 and OpenCLIP's in Table 2). Anything else stays verbatim,
+    so a different teacher can never be mistaken for the paper's."""
+    if model == "ViT-B-16" and pretrained == "openai":
+        return "ViT-B/16"
+    if model == "ViT-L-14":
+        return "ViT-L/14"
+    if model.startswith("ViT-H-14"):
+        return "ViT-H/14"
+    return f"{model}/{pretrained}"
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """One row of the paper's table, as printed."""
+
+    method: str
+    teacher: str
+    uses_imagenet_train: bool
+    values: dict[str, float]
+    """Header -> the paper's number, per task column."""
+    stated: dict[str, float]
+    """Summary key -> the average the paper states (compared with the mean of `values`, never used for it)."""
+
+
+def load_reference(spec: TableSpec) -> tuple[ReferenceRow, ...]:
+    """The paper's rows for `spec`, checked against the spec's headers so a renamed column fails loudly."""
+    with open(REFERENCE_DIR / spec.reference, newline="") as fh:
+        records = list(csv.DictReader(fh))
+    out = []
+    for rec in records:
+        missing = [c.header for c in spec.columns if c.header not in rec]
+        if missing:
+            raise ValueError(f"{spec.reference} lacks columns {missing}")
+        out.append(ReferenceRow(
+            method=rec["method"],
+            teacher=rec["backbone"],
+            uses_imagenet_train=rec.get("uses_imagenet_train") == "yes",
+            values={c.header: float(rec[c.header]) for c in spec.columns},
+            stated={s.key: float(rec[f"{s.key}_stated"]) for s in spec.summaries if rec.get(f"{s.key}_stated")},
+        ))
+    return tuple(out)

@@ -1,0 +1,115 @@
+"""Figures: written, valid PNGs of the size the module promises; the islands view from real APM TTT
+snapshots; and the snapshot hook leaves training exactly as it was."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from harness import store
+from harness.config import ApmConfig, TeacherConfig
+from harness.errors import HarnessError
+from harness.methods.apm import run_ttt
+from harness.models.apm import ApmNet
+from harness.report import figures
+from test_report_tables import make_row, write_run
+
+RUN_PIXELS = (figures.RUN_FIGSIZE[0] * figures.DPI, figures.RUN_FIGSIZE[1] * figures.DPI)
+
+
+def assert_png(path: Path, size: tuple[int, int]) -> None:
+    assert path.is_file()
+    with Image.open(path) as img:
+        img.verify()  # a truncated or non-PNG file raises here
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size == size
+
+
+def run_rows(tmp_path):
+    rows = [make_row(t, "zeroshot", i, i % 2 == 0, seconds=0.01) for t in ("imagenet", "synthetic") for i in range(6)]
+    rows += [make_row(t, "apm", i, i % 3 != 0, seconds=1.5, losses=[1.0 / (s + 1 + i) for s in range(10)])
+             for t in ("imagenet", "synthetic") for i in range(6)]
+    rows += [make_row("imagenet", "apm", 9, None, error="non-finite TTT loss at step 3")]
+    return write_run(tmp_path, rows)
+
+
+def test_run_figures_are_pngs_of_the_promised_size(tmp_path):
+    run_dir = run_rows(tmp_path)
+    paths = figures.run_figures(store.read_rows([run_dir]), tmp_path / "figs")
+    assert [p.name for p in paths] == ["accuracy_vs_seconds.png", "ttt_loss.png"]
+    for path in paths:
+        assert_png(path, RUN_PIXELS)
+
+
+def test_figures_of_a_run_without_losses_or_rows_still_render(tmp_path):
+    rows = store.read_rows([write_run(tmp_path, [make_row("imagenet", "zeroshot", 0, True)])])
+    for path in figures.run_figures(rows, tmp_path / "a"):
+        assert_png(path, RUN_PIXELS)
+    for path in figures.run_figures(rows.iloc[:0], tmp_path / "b"):
+        assert_png(path, RUN_PIXELS)
+
+
+def test_pca_colours_separate_two_islands():
+    rng = np.random.default_rng(0)
+    grid = 6
+    features = rng.normal(0, 0.01, (grid * grid, 32))
+    features[: grid * grid // 2] += 5.0  # the top half of the grid agrees with itself, not with the bottom
+    colours = figures.pca_colours(features, grid)
+    assert colours.shape == (grid, grid, 3) and colours.min() >= 0 and colours.max() <= 1
+    top, bottom = colours[: grid // 2, :, 0], colours[grid // 2 :, :, 0]
+    assert abs(top.mean() - bottom.mean()) > 0.8 and top.std() < 0.1 and bottom.std() < 0.1
+
+
+def test_islands_figure_size(tmp_path):
+    snaps = {k: np.random.default_rng(k).normal(size=(16, 8)) for k in (0, 3, 7)}
+    path = figures.islands_figure(np.zeros((32, 32, 3), np.uint8), snaps, 4, tmp_path / "i.png", "t")
+    assert_png(path, (4 * figures.ISLAND_PANEL[0] * figures.DPI, figures.ISLAND_PANEL[1] * figures.DPI))
+
+
+def test_run_ttt_snapshots_leave_training_unchanged():
+    config = ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=4, lr=1e-3)
+    x, target = torch.randn(3, 32, 32), torch.randn(64)
+    plain = run_ttt(ApmNet(config, 64), x, target, seed=3)
+    net = ApmNet(config, 64)
+    seen = run_ttt(net, x, target, seed=3, snapshot_steps=[0, 2, 4])
+    assert plain.snapshots == {} and seen.losses == plain.losses
+    assert torch.equal(seen.embedding, plain.embedding)
+    assert sorted(seen.snapshots) == [0, 2, 4] and seen.snapshots[0].shape == (16, 64)
+    with torch.no_grad():  # the last snapshot is the trained network's features
+        assert torch.allclose(seen.snapshots[4], net.features(x[None])[0])
+    assert not torch.allclose(seen.snapshots[0], seen.snapshots[4])
+    with pytest.raises(ValueError, match="0..4"):
+        run_ttt(net, x, target, seed=3, snapshot_steps=[5])
+
+
+def test_plot_islands_end_to_end_with_the_tiny_teacher(tmp_path):
+    from harness.report.islands import plot_islands
+
+    image = tmp_path / "img.png"
+    pixels = np.zeros((48, 48, 3), np.uint8)
+    pixels[:, 24:] = (200, 30, 30)
+    Image.fromarray(pixels).save(image)
+    config = ApmConfig(image_size=32, patch_size=4, hidden=(32,), lr=1e-3)
+    path = plot_islands(image, tmp_path / "out", TeacherConfig(), config, (0, 2, 5), device="cpu")
+    assert path == tmp_path / "out" / "islands-img.png"
+    assert_png(path, (4 * figures.ISLAND_PANEL[0] * figures.DPI, figures.ISLAND_PANEL[1] * figures.DPI))
+    with pytest.raises(HarnessError, match="no such image"):
+        plot_islands(tmp_path / "missing.png", tmp_path, TeacherConfig(), config, (0, 1), device="cpu")
+
+
+def test_cli_plot(tmp_path):
+    import cli
+
+    run_dir = run_rows(tmp_path)
+    runner = CliRunner()
+    done = runner.invoke(cli.app, ["plot", str(run_dir)])
+    assert done.exit_code == 0, done.output
+    assert done.output.split() == [str(run_dir / "figures" / "accuracy_vs_seconds.png"),
+                                   str(run_dir / "figures" / "ttt_loss.png")]
+    bad = runner.invoke(cli.app, ["plot", "islands"])
+    assert isinstance(bad.exception, HarnessError) and "exactly one image" in str(bad.exception)
+    bad = runner.invoke(cli.app, ["plot", "islands", "x.png", "--iterations", "a,b"])
+    assert isinstance(bad.exception, HarnessError)
