@@ -86,6 +86,7 @@ def run(
     apm_rgb_weight: Annotated[Optional[float], typer.Option(min=0.0, rich_help_panel=APM_FLAGS)] = None,
     apm_use_patch: Annotated[Optional[bool], typer.Option(rich_help_panel=APM_FLAGS)] = None,
     apm_templates: Annotated[Optional[str], typer.Option(help="ensemble or single", rich_help_panel=APM_FLAGS)] = None,
+    apm_batch_size: Annotated[Optional[int], typer.Option(min=0, help="Samples trained at once; 0 fits the device.", rich_help_panel=APM_FLAGS)] = None,
     tpt_views: Annotated[int, typer.Option(min=2, rich_help_panel=TPT_FLAGS)] = 64,
     tpt_top: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of views kept.", rich_help_panel=TPT_FLAGS)] = 0.1,
     tpt_steps: Annotated[int, typer.Option(min=0, rich_help_panel=TPT_FLAGS)] = 1,
@@ -110,7 +111,7 @@ def run(
         "image_size": apm_image_size, "patch_size": apm_patch_size, "hidden": _hidden(apm_hidden),
         "pooling": apm_pooling, "heads": apm_heads, "steps": apm_steps, "lr": apm_lr, "copies": apm_copies,
         "init_std": apm_init_std, "chunk_size": apm_chunk_size, "rgb_weight": apm_rgb_weight,
-        "use_patch": apm_use_patch, "templates": apm_templates,
+        "use_patch": apm_use_patch, "templates": apm_templates, "batch_size": apm_batch_size,
     }
     apm_overrides.update({k: v for k, v in flags.items() if v is not None})
     if apm_overrides.get("templates", "ensemble") not in ("ensemble", "single"):

@@ -53,6 +53,9 @@ class ApmConfig:
     """Identical copies of the image per step (the demo code uses 8)."""
     templates: str = "ensemble"
     """Class embeddings from the task's template ensemble, or `single` ("a photo of a {}.")."""
+    batch_size: int = 0
+    """Samples whose independent APMs train as one batched computation; 0 = fit the device, 1 = one
+    at a time. Results equal one-at-a-time training up to float rounding."""
 
 
 @dataclass(frozen=True)

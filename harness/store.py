@@ -52,6 +52,8 @@ class Row:
     loss_last: float | None
     losses: list[float]
     seconds: float
+    flops: int | None
+    peak_memory_bytes: int | None
     device: str
     worker: str
     error: str | None
@@ -85,6 +87,8 @@ SCHEMA = pa.schema(
         ("loss_last", pa.float64()),
         ("losses", pa.list_(pa.float32())),
         ("seconds", pa.float64()),
+        ("flops", pa.int64()),
+        ("peak_memory_bytes", pa.int64()),
         ("device", pa.string()),
         ("worker", pa.string()),
         ("error", pa.string()),

@@ -1,6 +1,7 @@
 import dataclasses
 
 import pyarrow as pa
+import torch
 import pytest
 
 from harness.config import ApmConfig, RunConfig
@@ -78,3 +79,29 @@ def test_apm_classifies_with_the_chosen_templates(templates):
     config = RunConfig(tasks=("synthetic:1",), methods=("apm",), apm=dataclasses.replace(APM, steps=1, templates=templates))
     rows = ShardWorker(config, {task.name: task}, IDENTITY).process(plan_shards([task], 2)[0]).to_pylist()
     assert {r["n_templates"] for r in rows} == {1 if templates == "single" else 80}
+
+
+def test_text_classifiers_are_built_once_and_adopted_by_other_workers():
+    first, _ = _worker()
+    second, _ = _worker()
+    shared = first.text_classifiers()
+    assert len(shared) == 2  # single template (zeroshot) and the 80-template ensemble (ensemble, apm)
+    assert not second.teacher.export_classifiers()
+    second.adopt_classifiers(shared)
+    task = second.tasks["synthetic:2"]
+    from tasks.templates import SINGLE_TEMPLATE
+
+    adopted = second.teacher.classifier(task.classnames, (SINGLE_TEMPLATE,))
+    assert adopted is second.teacher.classifier(task.classnames, (SINGLE_TEMPLATE,))
+    assert torch.equal(adopted, shared[(task.classnames, (SINGLE_TEMPLATE,))])
+
+
+def test_prefetched_shard_gives_the_same_rows_and_is_consumed():
+    worker, refs = _worker(methods=("zeroshot",))
+    shard = Shard("p", "synthetic:2", tuple(refs[:4]))
+    plain = worker.process(shard)
+    worker.prefetch(shard)
+    assert "p" in worker._prefetched
+    ahead = worker.process(shard)
+    assert "p" not in worker._prefetched
+    assert _rows(ahead, refs[1].sample_id) == _rows(plain, refs[1].sample_id)

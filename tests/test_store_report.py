@@ -15,7 +15,7 @@ def _row(task: str, method: str, i: int, correct: bool | None, error: str | None
         content_hash="h", label=1, method=method, model=model, pretrained="none", weights_source="none", seed=i,
         prediction=None if correct is None else (1 if correct else 0), correct=correct, top5=[1, 0],
         top5_correct=None if correct is None else True, confidence=0.5, prediction_before=None, n_templates=1,
-        ttt_steps=0, loss_first=None, loss_last=None, losses=[], seconds=0.1, device="cpu", worker="w", error=error,
+        ttt_steps=0, loss_first=None, loss_last=None, losses=[], seconds=0.1, flops=None, peak_memory_bytes=None, device="cpu", worker="w", error=error,
     )
 
 

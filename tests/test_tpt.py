@@ -30,7 +30,7 @@ def _image(i: int = 4):
 
 @pytest.mark.parametrize("augmix", [False, True])
 def test_views_are_64_of_the_model_input_size_and_seeded(teacher, augmix):
-    transform = view_transform(teacher.preprocess, CFG, augmix)
+    transform = view_transform(teacher, CFG, augmix)
     views = make_views(_image(), teacher, transform, 64, seed=3)
     assert views.shape == (64, 3, 64, 64) and views.dtype == torch.float32
     assert torch.equal(views[0], teacher.preprocess(_image()))  # view 0 is the plain centre crop
@@ -61,7 +61,7 @@ def test_context_starts_as_a_photo_of_a_and_prompts_match_the_plain_text_encoder
 
 def test_one_step_lowers_the_selected_views_average_entropy(teacher):
     learner = PromptLearner(teacher, TASK.classnames, "a photo of a")
-    views = make_views(_image(), teacher, view_transform(teacher.preprocess, CFG, False), 64, seed=0)
+    views = make_views(_image(), teacher, view_transform(teacher, CFG, False), 64, seed=0)
     features = F.normalize(teacher.encode_images(views), dim=-1)
     with torch.no_grad():
         logits = teacher.logit_scale * features @ learner().T

@@ -71,6 +71,7 @@ def dispatch(
     def feed(i: int) -> None:
         while i not in retired and i not in recovering and load[i] < IN_FLIGHT_PER_ACTOR and queue:
             shard = queue.popleft()
+            actors[i].prefetch.remote(shard)
             pending[actors[i].process.remote(shard)] = (i, shard)
             load[i] += 1
 

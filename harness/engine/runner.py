@@ -255,7 +255,8 @@ def _dispatch(
         cpus = int(ray.cluster_resources().get("CPU", 1))
         count = execution.workers or max(1, cpus // execution.threads_per_worker)
     count = max(1, min(count, len(todo)))
-    actor_cls = ray.remote(ShardWorker).options(
+    # an `io` concurrency group lets an actor decode its next shard while it computes this one
+    actor_cls = ray.remote(concurrency_groups={"io": 1})(ShardWorker).options(
         num_cpus=execution.threads_per_worker,
         num_gpus=1 if use_gpu else 0,
         max_restarts=execution.max_restarts,  # a restarted actor reloads its teacher; we re-queue
@@ -263,6 +264,12 @@ def _dispatch(
     )
     device = "cuda" if use_gpu else "cpu"
     actors = [actor_cls.remote(config, tasks, identity, device, execution.threads_per_worker) for _ in range(count)]
+
+    # text classifiers are built once, by the first worker, and shipped to the others via the object
+    # store; each actor runs calls in order, so the others adopt them before their first shard
+    classifiers = actors[0].text_classifiers.remote()
+    for actor in actors[1:]:
+        actor.adopt_classifiers.remote(classifiers)
 
     def write(shard: Shard, table) -> None:
         store.write_shard(run_dir, shard.shard_id, table)

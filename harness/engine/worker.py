@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
+import ray
 import torch
 
 from harness.config import RunConfig
@@ -47,27 +51,42 @@ class ShardWorker:
         self.teacher = load_teacher(config.teacher, self.device)
         self.methods: list[Method] = [METHODS.get(name)(config) for name in config.methods]
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self._prefetched: dict[str, Future] = {}
+        self._lock = threading.Lock()
 
     def info(self) -> dict[str, str]:
         return {"worker": self.name, "device": str(self.device)}
 
+    def text_classifiers(self) -> dict[tuple, torch.Tensor]:
+        """Build every text classifier this run's methods score with, once, for all workers."""
+        for task in self.tasks.values():
+            for method in self.methods:
+                templates = method.templates(task)
+                if templates is not None:
+                    self.teacher.classifier(task.classnames, templates)
+        return self.teacher.export_classifiers()
+
+    def adopt_classifiers(self, classifiers: dict[tuple, torch.Tensor]) -> None:
+        self.teacher.adopt_classifiers(classifiers)
+
     def process(self, shard: Shard) -> pa.Table:
         """Rows for every (sample, method) of the shard; a sample that fails to load gets error rows."""
         task = self.tasks[shard.task]
-        loaded: list[tuple[SampleRef, LoadedImage]] = []
-        failed: dict[str, str] = {}
-        for ref in shard.refs:
-            try:
-                loaded.append((ref, task.load(ref)))
-            except Exception as exc:  # a bad image must cost one row, not the run
-                failed[ref.sample_id] = _one_line(exc)
+        with self._lock:
+            ahead = self._prefetched.pop(shard.shard_id, None)
+        loaded, failed = ahead.result() if ahead is not None else self._decode(shard)
         inputs = self._teacher_inputs(task, loaded)
         outcomes: dict[str, list[Outcome]] = {}
+        peaks: dict[str, int | None] = {}
         for method in self.methods:
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
             try:
                 outcomes[method.name] = method.evaluate(self.teacher, task, inputs) if inputs else []
             except Exception as exc:  # one method failing on a shard must not hide the others' rows
                 outcomes[method.name] = [Outcome(None, error=f"{method.name}: {_one_line(exc)}")] * len(inputs)
+            peaks[method.name] = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
         hashes = {ref.sample_id: img.content_hash for ref, img in loaded}
         position = {s.ref.sample_id: i for i, s in enumerate(inputs)}
         rows = []
@@ -77,8 +96,28 @@ class ShardWorker:
                     outcome = Outcome(None, error=failed[ref.sample_id])
                 else:
                     outcome = outcomes[method.name][position[ref.sample_id]]
-                rows.append(self._row(task, ref, method.name, outcome, hashes.get(ref.sample_id)))
+                row = self._row(task, ref, method.name, outcome, hashes.get(ref.sample_id))
+                rows.append(dataclasses.replace(row, peak_memory_bytes=peaks.get(method.name)))
         return rows_to_table(rows)
+
+    @ray.method(concurrency_group="io")
+    def prefetch(self, shard: Shard) -> None:
+        """Decode a queued shard's images on the I/O thread while the compute thread works on the
+        previous shard (the runner gives actors an `io` concurrency group for this)."""
+        with self._lock:
+            if shard.shard_id not in self._prefetched:
+                self._prefetched[shard.shard_id] = self._loader.submit(self._decode, shard)
+
+    def _decode(self, shard: Shard) -> tuple[list[tuple[SampleRef, LoadedImage]], dict[str, str]]:
+        task = self.tasks[shard.task]
+        loaded: list[tuple[SampleRef, LoadedImage]] = []
+        failed: dict[str, str] = {}
+        for ref in shard.refs:
+            try:
+                loaded.append((ref, task.load(ref)))
+            except Exception as exc:  # a bad image must cost one row, not the run
+                failed[ref.sample_id] = _one_line(exc)
+        return loaded, failed
 
     def _teacher_inputs(self, task: Task, loaded: list[tuple[SampleRef, LoadedImage]]) -> list[SampleInput]:
         if not loaded:
@@ -125,6 +164,8 @@ class ShardWorker:
             loss_last=out.losses[-1] if out.losses else None,
             losses=list(out.losses),
             seconds=out.seconds,
+            flops=out.flops,
+            peak_memory_bytes=None,
             device=str(self.device),
             worker=self.name,
             error=out.error,

@@ -3,6 +3,8 @@ image for N steps with a fresh Adam, classify the student's embedding, and forge
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -13,8 +15,10 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from harness.config import ApmConfig, RunConfig
+from harness.flops import count_flops
 from harness.methods.base import METHODS, Outcome, SampleInput, score
 from harness.models.apm import ApmNet
+from harness.models.apm_batched import train_batched
 from harness.models.teacher import Teacher, autocast
 from tasks.base import Task
 from tasks.templates import SINGLE_TEMPLATE
@@ -112,6 +116,7 @@ class ApmMethod:
     config: ApmConfig
     name: str = "apm"
     _net: ApmNet | None = field(default=None, repr=False)
+    _flops: dict[tuple, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.transform = apm_transform(self.config.image_size)
@@ -122,24 +127,65 @@ class ApmMethod:
             self._net = ApmNet(self.config, teacher.embed_dim).to(teacher.device)
         return self._net
 
+    def flops(self, net: ApmNet, teacher: Teacher, copies: int) -> int:
+        """Per sample: the teacher's forward, `steps` training steps (forward and backward on
+        `copies` images) and the final forward. Counted once per network on a blank image."""
+        key = (net.out_dim, copies)
+        if key not in self._flops:
+            side = self.config.image_size
+            image = torch.zeros(copies, 3, side, side, device=teacher.device)
+            target = torch.zeros(copies, net.out_dim, device=teacher.device)
+            step = count_flops(lambda: F.mse_loss(net(image), target).backward())
+            net.zero_grad(set_to_none=True)
+            forward = count_flops(lambda: net(image[:1]))  # with grad on: the counter's hooks need it
+            self._flops[key] = teacher.image_flops + self.config.steps * step + forward
+        return self._flops[key]
+
+    def templates(self, task: Task) -> tuple[str, ...]:
+        return (SINGLE_TEMPLATE,) if self.config.templates == "single" else tuple(task.templates)
+
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
-        templates = (SINGLE_TEMPLATE,) if self.config.templates == "single" else task.templates
+        templates = self.templates(task)
         classifier = teacher.classifier(task.classnames, templates)
         net = self.network(teacher)
-        before = score(torch.stack([s.teacher_embedding for s in samples]), classifier, teacher.logit_scale)
-        return [self._one(net, teacher, classifier, s, before.prediction[i], len(templates)) for i, s in enumerate(samples)]
+        before = score(torch.stack([s.teacher_embedding for s in samples]), classifier, teacher.logit_scale).prediction
+        size = batch_size(self.config, net, teacher.device, len(samples))
+        flops = self.flops(net, teacher, self.config.copies if size == 1 else 1)  # batches skip the copies
+        outcomes: list[Outcome] = []
+        for start in range(0, len(samples), size):
+            group = samples[start : start + size]
+            clock = time.perf_counter()
+            pixels = torch.stack([self.transform(s.image) for s in group]).to(teacher.device)
+            if size == 1:
+                results = [self._train_one(net, pixels[0], group[0], teacher.config.precision)]
+            else:
+                embeddings, losses = train_batched(
+                    net, pixels, torch.stack([s.teacher_embedding for s in group]), [s.seed for s in group],
+                    teacher.config.precision,
+                )
+                results = [_checked(embeddings[i], losses[i]) for i in range(len(group))]
+            share = (time.perf_counter() - clock) / len(group)
+            for i, (sample, result) in enumerate(zip(group, results)):
+                seconds = sample.teacher_seconds + share
+                outcome = self._outcome(result, classifier, teacher, before[start + i], len(templates), seconds)
+                outcomes.append(dataclasses.replace(outcome, flops=flops))
+        return outcomes
 
-    def _one(
-        self, net: ApmNet, teacher: Teacher, classifier: torch.Tensor, sample: SampleInput, before: int, n_templates: int
-    ) -> Outcome:
-        start = time.perf_counter()
-        pixels = self.transform(sample.image).to(teacher.device)
+    @staticmethod
+    def _train_one(net: ApmNet, pixels: torch.Tensor, sample: SampleInput, precision: str) -> TTTResult | NonFiniteLoss:
         try:
-            result = run_ttt(net, pixels, sample.teacher_embedding, sample.seed, teacher.config.precision)
+            return run_ttt(net, pixels, sample.teacher_embedding, sample.seed, precision)
         except NonFiniteLoss as exc:
-            return Outcome(None, prediction_before=before, n_templates=n_templates, steps=exc.step,
-                           losses=exc.losses, seconds=sample.teacher_seconds + time.perf_counter() - start,
-                           error=str(exc))
+            return exc
+
+    @staticmethod
+    def _outcome(
+        result: TTTResult | NonFiniteLoss, classifier: torch.Tensor, teacher: Teacher, before: int,
+        n_templates: int, seconds: float,
+    ) -> Outcome:
+        if isinstance(result, NonFiniteLoss):
+            return Outcome(None, prediction_before=before, n_templates=n_templates, steps=result.step,
+                           losses=result.losses, seconds=seconds, error=str(result))
         scores = score(result.embedding[None], classifier, teacher.logit_scale)
         return Outcome(
             prediction=scores.prediction[0],
@@ -149,8 +195,36 @@ class ApmMethod:
             n_templates=n_templates,
             steps=len(result.losses),
             losses=result.losses,
-            seconds=sample.teacher_seconds + time.perf_counter() - start,
+            seconds=seconds,
         )
+
+
+def _checked(embedding: torch.Tensor, trajectory: torch.Tensor) -> TTTResult | NonFiniteLoss:
+    """The same verdict run_ttt gives one sample, applied to one slice of a batched run."""
+    bad = (~torch.isfinite(trajectory)).nonzero()
+    if len(bad) or not torch.isfinite(embedding).all():
+        step = int(bad[0]) if len(bad) else len(trajectory)
+        return NonFiniteLoss(step, tuple(trajectory[: step + 1].tolist()))
+    return TTTResult(embedding, tuple(trajectory.tolist()))
+
+
+def batch_size(config: ApmConfig, net: ApmNet, device: torch.device, available: int) -> int:
+    """Samples trained together. --apm-batch-size wins; 0 picks as many as fit a memory budget
+    (60% of free GPU memory, or a quarter of RAM on a CPU, at most 16 there), counting parameters
+    with gradient and Adam state plus the activations one sample keeps for backward. The RGB head is
+    trained one sample at a time."""
+    if config.rgb_weight:
+        return 1
+    if config.batch_size:
+        return max(1, min(config.batch_size, available))
+    if device.type == "cuda":
+        budget, cap = int(0.6 * torch.cuda.mem_get_info(device)[0]), available
+    else:
+        budget, cap = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4, 16
+    locations = config.chunk_size or net.locations
+    widths = sum(config.hidden) + net.out_dim
+    per_sample = 4 * (4 * net.num_parameters() + 3 * net.locations * net.out_dim + 2 * locations * widths)
+    return max(1, min(available, cap, budget // per_sample))
 
 
 def _apm(config: RunConfig) -> ApmMethod:

@@ -41,11 +41,17 @@ class Outcome:
     steps: int = 0
     losses: tuple[float, ...] = ()
     seconds: float = 0.0
+    flops: int | None = None
+    """Counted FLOPs for this sample, the teacher's image forward included."""
     error: str | None = None
 
 
 class Method(Protocol):
     name: str
+
+    def templates(self, task: Task) -> tuple[str, ...] | None:
+        """The prompt templates whose text classifier this method scores with (None: it builds its own)."""
+        ...
 
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]: ...
 

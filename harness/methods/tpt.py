@@ -4,6 +4,7 @@ the tuned prompt, then restore the context and the optimiser. Both encoders stay
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from torchvision.transforms import v2
 
 from harness.config import RunConfig, TptConfig
 from harness.errors import HarnessError
+from harness.flops import count_flops
 from harness.methods.base import METHODS, Outcome, SampleInput, score
 from harness.models.teacher import Teacher, autocast
 from tasks.base import Task
@@ -36,24 +38,19 @@ def uses_augmix(config: TptConfig, task: Task) -> bool:
     return config.augmix == "on"
 
 
-def crop_and_normalisation(preprocess: object) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
-    """The teacher's input side and normalisation, read off its own eval transform."""
-    size, mean, std = None, None, None
+def normalisation(preprocess: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The teacher's mean and std, read off its own eval transform."""
     for t in getattr(preprocess, "transforms", []):
-        if type(t).__name__ == "CenterCrop":
-            size = t.size[0] if isinstance(t.size, (tuple, list)) else t.size
         if type(t).__name__ == "Normalize":
-            mean, std = tuple(t.mean), tuple(t.std)
-    if size is None or mean is None:
-        raise HarnessError("tpt needs a teacher whose preprocessing ends in CenterCrop + Normalize")
-    return int(size), mean, std
+            return tuple(t.mean), tuple(t.std)
+    raise HarnessError("tpt needs a teacher whose preprocessing ends in Normalize")
 
 
-def view_transform(preprocess: object, config: TptConfig, augmix: bool) -> v2.Compose:
+def view_transform(teacher: Teacher, config: TptConfig, augmix: bool) -> v2.Compose:
     """One augmented view: a random resized crop of the original image, a flip, AugMix on the
     fine-grained sets (3 chains of 1-3 ops at severity 1, Dirichlet(1,1,1) weights, Beta(1,1) blend,
     without the colour ops, as TPT's list), then the teacher's normalisation."""
-    size, mean, std = crop_and_normalisation(preprocess)
+    size, (mean, std) = teacher.input_size, normalisation(teacher.preprocess)
     steps: list = [
         v2.PILToTensor(),
         v2.RandomResizedCrop(size, scale=(config.min_scale, 1.0), antialias=True),
@@ -157,6 +154,10 @@ class TptMethod:
     config: TptConfig
     name: str = "tpt"
     _learners: dict[tuple, PromptLearner] = field(default_factory=dict, repr=False)
+    _flops: dict[tuple, int] = field(default_factory=dict, repr=False)
+
+    def templates(self, task: Task) -> None:
+        return None  # it learns its own prompt
 
     def learner(self, teacher: Teacher, task: Task) -> PromptLearner:
         """One per (task classes) and worker; its context is restored before every sample."""
@@ -165,10 +166,25 @@ class TptMethod:
             self._learners[key] = PromptLearner(teacher, task.classnames, self.config.ctx_init).to(teacher.device)
         return self._learners[key]
 
+    def flops(self, teacher: Teacher, task: Task) -> int:
+        """Per sample: every view through the image tower, each step's text forward and backward
+        over all classes, and the text forwards before and after tuning. Counted once per task."""
+        key = (id(teacher), task.classnames)
+        if key not in self._flops:
+            learner = self.learner(teacher, task)
+            features = F.normalize(torch.ones(self.config.views, teacher.embed_dim, device=teacher.device), dim=-1)
+            one_step = dataclasses.replace(self.config, steps=1)
+            step = count_flops(lambda: tune(learner, features, teacher, one_step))
+            text = count_flops(learner)  # with grad on: the counter's hooks need it
+            learner.reset()
+            self._flops[key] = self.config.views * teacher.image_flops + self.config.steps * step + 2 * text
+        return self._flops[key]
+
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
         learner = self.learner(teacher, task)
-        transform = view_transform(teacher.preprocess, self.config, uses_augmix(self.config, task))
-        return [self.adapt(teacher, learner, transform, s) for s in samples]
+        transform = view_transform(teacher, self.config, uses_augmix(self.config, task))
+        flops = self.flops(teacher, task)
+        return [dataclasses.replace(self.adapt(teacher, learner, transform, s), flops=flops) for s in samples]
 
     def adapt(self, teacher: Teacher, learner: PromptLearner, transform: v2.Compose, sample: SampleInput) -> Outcome:
         start = time.perf_counter()

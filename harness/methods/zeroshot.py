@@ -22,12 +22,16 @@ class PromptMethod:
     name: str
     ensemble: bool
 
+    def templates(self, task: Task) -> tuple[str, ...]:
+        return tuple(task.templates) if self.ensemble else (SINGLE_TEMPLATE,)
+
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
-        templates = task.templates if self.ensemble else (SINGLE_TEMPLATE,)
+        templates = self.templates(task)
         classifier = teacher.classifier(task.classnames, templates)
         start = time.perf_counter()
         scores = score(torch.stack([s.teacher_embedding for s in samples]), classifier, teacher.logit_scale)
         share = (time.perf_counter() - start) / max(len(samples), 1)
+        flops = teacher.image_flops + 2 * classifier.numel()
         return [
             Outcome(
                 prediction=scores.prediction[i],
@@ -35,6 +39,7 @@ class PromptMethod:
                 confidence=scores.confidence[i],
                 n_templates=len(templates),
                 seconds=s.teacher_seconds + share,
+                flops=flops,
             )
             for i, s in enumerate(samples)
         ]

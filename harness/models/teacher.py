@@ -14,6 +14,7 @@ import torch
 
 from harness.config import TeacherConfig
 from harness.errors import HarnessError
+from harness.flops import count_flops
 from harness.registry import unknown_name_message
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -69,6 +70,7 @@ class Teacher:
     source: ModelSource
     embed_dim: int
     _classifiers: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
+    _image_flops: int | None = field(default=None, repr=False)
 
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -92,6 +94,32 @@ class Teacher:
                 )
             self._classifiers[key] = weights.float()
         return self._classifiers[key]
+
+    def export_classifiers(self) -> dict[tuple, torch.Tensor]:
+        """Every classifier built so far, on the CPU, to hand to other workers via the object store."""
+        return {key: weights.cpu() for key, weights in self._classifiers.items()}
+
+    def adopt_classifiers(self, classifiers: dict[tuple, torch.Tensor]) -> None:
+        """Use classifiers another worker built with the same teacher instead of encoding the prompts again."""
+        for key, weights in classifiers.items():
+            self._classifiers.setdefault(key, weights.to(self.device))
+
+    @property
+    def input_size(self) -> int:
+        """The side of the square the teacher's own preprocessing produces (its centre crop)."""
+        for t in getattr(self.preprocess, "transforms", []):
+            if type(t).__name__ == "CenterCrop":
+                return int(t.size[0] if isinstance(t.size, (tuple, list)) else t.size)
+        raise HarnessError(f"cannot tell the input size of {self.config.model}'s preprocessing")
+
+    @property
+    def image_flops(self) -> int:
+        """FLOPs of one image forward, counted once."""
+        if self._image_flops is None:
+            side = self.input_size
+            zeros = torch.zeros(1, 3, side, side)
+            self._image_flops = count_flops(lambda: self.encode_images(zeros))
+        return self._image_flops
 
     @property
     def logit_scale(self) -> float:
