@@ -86,3 +86,13 @@ def test_a_disk_task_with_limit_runs_end_to_end(tmp_path, ray_local):
     assert sorted(rows.groupby("label").size().tolist()) == [2, 2, 2, 2]  # stratified: 2 of each class
     assert set(rows["data_source"]) == {"disk"} and set(rows["task"]) == {"imagenet-v2"}
     assert store.read_manifest(summary.run_dir)["config"]["data"]["limit"] == 8
+
+
+def test_the_cli_does_not_import_ray_before_the_run_configures_it():
+    """Ray reads its loopback and auth settings when imported; importing it early would ignore them."""
+    import subprocess
+    import sys
+
+    code = "import sys, cli, harness.engine.runner, harness.engine.worker; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

@@ -255,8 +255,10 @@ def _dispatch(
         cpus = int(ray.cluster_resources().get("CPU", 1))
         count = execution.workers or max(1, cpus // execution.threads_per_worker)
     count = max(1, min(count, len(todo)))
-    # an `io` concurrency group lets an actor decode its next shard while it computes this one
-    actor_cls = ray.remote(concurrency_groups={"io": 1})(ShardWorker).options(
+    # an `io` concurrency group lets an actor decode its next shard while it computes this one; the
+    # subclass keeps ray out of worker.py, which must not import it before ray_session sets its env
+    prefetching = type("ShardActor", (ShardWorker,), {"prefetch": ray.method(concurrency_group="io")(ShardWorker.prefetch)})
+    actor_cls = ray.remote(concurrency_groups={"io": 1})(prefetching).options(
         num_cpus=execution.threads_per_worker,
         num_gpus=1 if use_gpu else 0,
         max_restarts=execution.max_restarts,  # a restarted actor reloads its teacher; we re-queue

@@ -12,7 +12,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
-import ray
 import torch
 
 from harness.config import RunConfig
@@ -100,10 +99,9 @@ class ShardWorker:
                 rows.append(dataclasses.replace(row, peak_memory_bytes=peaks.get(method.name)))
         return rows_to_table(rows)
 
-    @ray.method(concurrency_group="io")
     def prefetch(self, shard: Shard) -> None:
         """Decode a queued shard's images on the I/O thread while the compute thread works on the
-        previous shard (the runner gives actors an `io` concurrency group for this)."""
+        previous shard (the runner puts this method in the actor's `io` concurrency group)."""
         with self._lock:
             if shard.shard_id not in self._prefetched:
                 self._prefetched[shard.shard_id] = self._loader.submit(self._decode, shard)
