@@ -8,6 +8,7 @@ image embedding of the teacher's width. Locations are independent, so they are e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,28 @@ def sincos_2d(dim: int, grid: int) -> torch.Tensor:
     ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     code = torch.cat([sincos_1d(padded // 2, xs.flatten()), sincos_1d(padded // 2, ys.flatten())], dim=1)
     return code[:, :dim].contiguous()
+
+
+def in_chunks(
+    unfold: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    base: torch.Tensor,
+    query_pos: torch.Tensor,
+    patches: torch.Tensor | None,
+    chunk_size: int,
+) -> torch.Tensor:
+    """Evaluate `unfold(base, pos, patches)` over location chunks and concatenate. Under grad each
+    chunk is checkpointed (recomputed in backward), so activation memory is one chunk's, not G's."""
+    total = query_pos.shape[0]
+    chunk = chunk_size or total
+    outs = []
+    for start in range(0, total, chunk):
+        stop = min(start + chunk, total)
+        args = (base, query_pos[start:stop], patches[:, start:stop] if patches is not None else None)
+        if chunk < total and torch.is_grad_enabled():
+            outs.append(checkpoint(unfold, *args, use_reentrant=False))
+        else:
+            outs.append(unfold(*args))
+    return torch.cat(outs, dim=1)
 
 
 class ApmNet(nn.Module):
@@ -100,17 +123,7 @@ class ApmNet(nn.Module):
         w = self.first.weight
         # first layer on concat(code, pos[, patch]) = the code's share (once per image) + the rest per location
         base = F.linear(code, w[:, :g], self.first.bias)
-        chunk = self.config.chunk_size or g
-        outs = []
-        for start in range(0, g, chunk):
-            stop = min(start + chunk, g)
-            part = patches[:, start:stop] if patches is not None else None
-            args = (base, self.query_pos[start:stop], part)
-            if chunk < g and torch.is_grad_enabled():
-                outs.append(checkpoint(self._unfold, *args, use_reentrant=False))
-            else:
-                outs.append(self._unfold(*args))
-        return torch.cat(outs, dim=1)
+        return in_chunks(self._unfold, base, self.query_pos, patches, self.config.chunk_size)
 
     def _unfold(self, base: torch.Tensor, pos: torch.Tensor, patches: torch.Tensor | None) -> torch.Tensor:
         g = self.locations

@@ -10,9 +10,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
-from harness.models.apm import ApmNet
+from harness.models.apm import ApmNet, in_chunks
 
 
 class BatchedApm:
@@ -49,17 +48,7 @@ class BatchedApm:
         w1 = p["first.weight"]
         base = torch.einsum("bg,bhg->bh", code, w1[:, :, :g]) + p["first.bias"]
         local = patches.transpose(1, 2) if net.config.use_patch else None
-        chunk = net.config.chunk_size or g
-        outs = []
-        for start in range(0, g, chunk):
-            stop = min(start + chunk, g)
-            part = local[:, start:stop] if local is not None else None
-            args = (base, net.query_pos[start:stop], part)
-            if chunk < g and torch.is_grad_enabled():
-                outs.append(checkpoint(self._unfold, *args, use_reentrant=False))
-            else:
-                outs.append(self._unfold(*args))
-        return torch.cat(outs, dim=1)
+        return in_chunks(self._unfold, base, net.query_pos, local, net.config.chunk_size)
 
     def _unfold(self, base: torch.Tensor, pos: torch.Tensor, patches: torch.Tensor | None) -> torch.Tensor:
         p, g = self.params, self.net.locations
