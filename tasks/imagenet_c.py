@@ -56,8 +56,8 @@ class GeneratedCorruptionTask(Task):
 def parse(request: TaskRequest) -> tuple[str, int]:
     if not request.params:
         raise HarnessError(
-            f"task imagenet-c needs a corruption: imagenet-c/<corruption>[/<severity>], e.g. imagenet-c/fog/5 "
-            f"(or --suite imagenet-c for all 15)"
+            "task imagenet-c needs a corruption: imagenet-c/<corruption>[/<severity>], e.g. imagenet-c/fog/5 "
+            "(or --suite imagenet-c for all 15)"
         )
     corruption = request.params[0]
     if corruption not in CORRUPTIONS:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torchvision.transforms import v2
 
 from harness.config import ApmConfig, RunConfig
