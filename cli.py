@@ -267,6 +267,43 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+teacher_app = typer.Typer(no_args_is_help=True, help="Train the harness's own tiny CLIP teachers.")
+app.add_typer(teacher_app, name="teacher")
+
+
+@teacher_app.command("train")
+def teacher_train(
+    out: Annotated[Path, typer.Option(help="Folder to write (open_clip_config.json + open_clip_model.safetensors).")],
+    data: Annotated[Optional[list[str]], typer.Option(help="synthetic and/or fashion-mnist (repeatable); default synthetic.")] = None,
+    model: Annotated[str, typer.Option(help="open_clip config to train from random init.")] = "apm-mini",
+    steps: Annotated[int, typer.Option(min=1)] = 400,
+    batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    lr: Annotated[float, typer.Option(min=0.0)] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Initialisation, training images and batches.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
+    dtype: Annotated[str, typer.Option(help="Stored weights: fp32 or fp16.")] = "fp32",
+    fashion_root: Annotated[Optional[Path], typer.Option(help="Fashion-MNIST folder (default: the Debian package's).", rich_help_panel=DATA_FLAGS)] = None,
+    eval_limit: Annotated[int, typer.Option(min=0, help="Test samples per task for the final zero-shot check (0: skip).")] = 1000,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a tiny CLIP contrastively on class-name captions; `--pretrained OUT` then loads it."""
+    from harness.models.teacher import load_teacher
+    from harness.models.train_teacher import TrainConfig, train, zero_shot_accuracy
+    from tasks.registry import resolve_task
+
+    cfg = TrainConfig(model=model, data=_split(data) or ("synthetic",), steps=steps, batch_size=batch_size, lr=lr,
+                      seed=seed, threads=threads, dtype=dtype, fashion_root=str(fashion_root) if fashion_root else None)
+    _, meta = train(cfg, out, progress=progress)
+    typer.echo(f"{out}: {meta['images']} images, {steps} steps, {meta['seconds_total']:.0f} s, loss {meta['loss_last']:.3f}")
+    if eval_limit:
+        teacher = load_teacher(TeacherConfig(model=model, pretrained=str(out)))
+        for name in cfg.data:
+            task = resolve_task("synthetic:25" if name == "synthetic" else f"fashion-mnist:{meta['data_roots'][name]}")
+            acc = zero_shot_accuracy(teacher, task, eval_limit)
+            typer.echo(f"zero-shot top-1 on {task.name} ({min(eval_limit, len(task.samples()))} test images): {100 * acc:.1f}%")
+    typer.echo(f"use it: apm-bench run --model {model} --pretrained {out} ...")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     logging.getLogger().setLevel(logging.ERROR)

@@ -32,9 +32,9 @@ from harness.models.apm_batched import train_batched
 from harness.models.teacher import load_teacher
 from tasks.synthetic import SyntheticTask
 
-SMOKE = ApmConfig(image_size=64, patch_size=8, hidden=(256, 256, 128), steps=20, lr=1e-3)
+SMOKE = ApmConfig(image_size=64, patch_size=8, hidden=(256, 256, 128), steps=60, lr=1e-3)
 SMOKE_FLAGS = ["--apm-image-size", "64", "--apm-patch-size", "8", "--apm-hidden", "256,256,128",
-               "--apm-steps", "20", "--apm-lr", "1e-3"]
+               "--apm-steps", "60", "--apm-lr", "1e-3"]
 
 
 def inputs(per_class: int, config: ApmConfig, device: str = "cpu"):
@@ -125,10 +125,10 @@ def main() -> None:
         kind, per_class = args.child[0], int(args.child[1])
         print(json.dumps(ttt_rate(kind, per_class) if kind in ("single", "batched") else {"seconds": bare_loop(per_class)}))
         return
-    per_class = 2 if args.quick else 8
+    per_class = 2 if args.quick else 16
     n = 12 * per_class
     print(f"apm-bench benchmark: {os.cpu_count()} CPUs, torch {torch.__version__}, smoke-size APM "
-          f"(64 px, 8x8 grid, widths 256,256,128, 20 steps), {n} synthetic samples, 1 thread per worker")
+          f"(64 px, 8x8 grid, widths 256,256,128, 60 steps), {n} synthetic samples, 1 thread per worker")
     single, batched = in_child("--child", "single", str(per_class)), in_child("--child", "batched", str(per_class))
     print(f"(a) one-at-a-time {single['samples_per_s']:.1f} samples/s; batched (16) {batched['samples_per_s']:.1f} "
           f"samples/s; ratio {batched['samples_per_s'] / single['samples_per_s']:.2f}x")

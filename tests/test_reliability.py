@@ -64,7 +64,7 @@ def _worker_pids(driver: int) -> list[int]:
     pids = []
     for pid in _descendants(driver):
         try:
-            if (Path("/proc") / str(pid) / "cmdline").read_bytes().startswith(b"ray::ShardWorker"):
+            if (Path("/proc") / str(pid) / "cmdline").read_bytes().startswith((b"ray::ShardActor", b"ray::ShardWorker")):
                 pids.append(pid)
         except OSError:
             pass

@@ -18,7 +18,11 @@ from harness.flops import count_flops
 from harness.registry import unknown_name_message
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-open_clip.add_model_config(CONFIG_DIR)  # registers `apm-tiny` beside open_clip's own configs
+open_clip.add_model_config(CONFIG_DIR)  # registers `apm-tiny` and `apm-mini` beside open_clip's own configs
+
+SHIPPED_WEIGHTS = {"synthetic-teacher": Path(__file__).parent / "weights" / "synthetic-teacher"}
+"""--pretrained names for weights shipped in the package (open_clip local-dir form): a name, not a
+path, goes into the config, so the fingerprint is the same wherever the package is installed."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ def resolve_source(model: str, pretrained: str) -> ModelSource:
         raise HarnessError(unknown_name_message("model (--model)", model, open_clip.list_models()))
     if pretrained in ("none", ""):
         return ModelSource(model, None, "none")
+    if pretrained in SHIPPED_WEIGHTS:
+        return ModelSource(f"local-dir:{SHIPPED_WEIGHTS[pretrained]}", None, "shipped")
     path = Path(pretrained).expanduser()
     if path.is_dir():
         return ModelSource(f"local-dir:{path}", None, "local-dir")

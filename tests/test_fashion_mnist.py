@@ -1,0 +1,83 @@
+"""Fashion-MNIST and Fashion-MNIST-C from gzip IDX files: a tiny fixture here, the Debian files when installed."""
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.errors import HarnessError
+from tasks import fashion_mnist as fm
+from tasks.registry import SUITES, resolve_task
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = b"\0\0\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture()
+def fixture_root(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 3, 9, 3, 1, 8])
+    images = rng.integers(0, 256, (len(labels), 28, 28))
+    images[:, 10:18, 10:18] = 255  # something bright to corrupt
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    return tmp_path
+
+
+def test_clean_task_reads_counts_labels_and_class_names(fixture_root):
+    task = resolve_task(f"fashion-mnist:{fixture_root}")
+    refs = task.samples()
+    assert [r.label for r in refs] == [0, 3, 9, 3, 1, 8]
+    assert refs[2].sample_id == "t10k/00002" and task.name == "fashion-mnist" and task.source == "disk"
+    assert task.classnames[0] == "T-shirt/top" and task.classnames[9] == "Ankle boot" and len(task.classnames) == 10
+    image = task.load(refs[0]).image
+    assert image.size == (64, 64) and image.mode == "RGB"  # upscaled: the corruptions need >= 32 px
+
+
+def test_corrupted_task_is_deterministic_per_sample_and_pairs_with_clean_ids(fixture_root):
+    task = resolve_task(f"fashion-mnist-c/gaussian_noise/5:{fixture_root}")
+    clean = resolve_task(f"fashion-mnist:{fixture_root}")
+    assert task.name == "fashion-mnist-c/gaussian_noise/5" and task.source == "generated"
+    assert [r.sample_id for r in task.samples()] == [r.sample_id for r in clean.samples()]
+    a, b = task.samples()[1], task.samples()[3]
+    assert task.load(a).content_hash == task.load(a).content_hash
+    assert task.load(a).content_hash != clean.load(a).content_hash
+    assert task.load(a).content_hash != task.load(b).content_hash
+    assert resolve_task(f"fashion-mnist-c/fog:{fixture_root}").name == "fashion-mnist-c/fog/5"
+    with pytest.raises(HarnessError, match="did you mean 'fog'"):
+        resolve_task(f"fashion-mnist-c/fgo/5:{fixture_root}")
+
+
+def test_suite_has_clean_plus_the_15_corruptions_at_severity_5():
+    suite = SUITES.get("fashion-mnist-c")
+    assert suite.tasks[0] == "fashion-mnist" and len(suite.tasks) == 16
+    assert suite.tasks[1] == "fashion-mnist-c/brightness/5" and suite.tasks[-1] == "fashion-mnist-c/zoom_blur/5"
+
+
+def test_missing_data_names_the_debian_package_and_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(fm, "DEBIAN_ROOT", str(tmp_path / "nowhere"))
+    with pytest.raises(HarnessError, match="dataset-fashion-mnist") as err:
+        resolve_task("fashion-mnist")
+    assert str(tmp_path / "nowhere") in str(err.value)
+    with pytest.raises(HarnessError, match="dataset-fashion-mnist"):
+        resolve_task(f"fashion-mnist-c/fog/5:{tmp_path}")
+
+
+def test_a_corrupt_idx_file_is_refused(tmp_path):
+    (tmp_path / "x.gz").write_bytes(gzip.compress(b"\0\0\x08\x01" + struct.pack(">I", 9) + b"abc"))
+    with pytest.raises(HarnessError, match="bytes of data"):
+        fm.read_idx(tmp_path / "x.gz")
+
+
+@pytest.mark.skipif(fm.split_files(Path(fm.DEBIAN_ROOT), "test") is None, reason="dataset-fashion-mnist not installed")
+def test_the_debian_files_have_10000_test_images_1000_per_class():
+    task = resolve_task("fashion-mnist")
+    labels = np.array([r.label for r in task.samples()])
+    assert len(labels) == 10_000 and np.bincount(labels).tolist() == [1000] * 10
+    images, train_labels = fm.load_split(fm.DEBIAN_ROOT, "train")
+    assert images.shape == (60_000, 28, 28) and len(train_labels) == 60_000
