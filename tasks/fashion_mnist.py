@@ -26,11 +26,12 @@ import numpy as np
 from PIL import Image
 
 from harness.errors import HarnessError
-from harness.registry import unknown_name_message
 from harness.seeding import derive_seed
 from tasks.base import LoadedImage, SampleRef, Task, content_hash
 from tasks.corruptions import CORRUPTIONS
 from tasks.families import TASKS, TaskFamily
+from tasks.imagenet_c import DEFAULT_SEVERITY
+from tasks.imagenet_c import parse as parse_corruption
 from tasks.request import TaskRequest
 from tasks.templates import SINGLE_TEMPLATE
 
@@ -53,8 +54,6 @@ TEMPLATES: tuple[str, ...] = (
 """The task's ensemble (`ensemble`, APM); `apm-bench teacher train` captions its images with these."""
 SPLITS = {"test": "t10k", "train": "train"}
 IMAGE_SIZE = 64
-SEVERITIES = (1, 2, 3, 4, 5)
-DEFAULT_SEVERITY = 5
 
 
 def split_files(root: Path, split: str) -> tuple[Path, Path] | None:
@@ -157,19 +156,9 @@ def build_clean(request: TaskRequest) -> Task:
 
 
 def build_corrupted(request: TaskRequest) -> Task:
-    if not request.params:
-        raise HarnessError(
-            "task fashion-mnist-c needs a corruption: fashion-mnist-c/<corruption>[/<severity>], "
-            "e.g. fashion-mnist-c/fog/5 (or --suite fashion-mnist-c for all 15)"
-        )
-    corruption = request.params[0]
-    if corruption not in CORRUPTIONS:
-        raise HarnessError(unknown_name_message("corruption", corruption, CORRUPTIONS))
-    severity = request.params[1] if len(request.params) > 1 else str(DEFAULT_SEVERITY)
-    if len(request.params) > 2 or not severity.isdigit() or int(severity) not in SEVERITIES:
-        raise HarnessError(f"task {request.spec}: expected fashion-mnist-c/<corruption>/<severity 1-5>")
+    corruption, severity = parse_corruption(request)
     name = f"fashion-mnist-c/{corruption}/{severity}"
-    return FashionMnistTask(str(find_root(request)), corruption, int(severity), name=name, source="generated")
+    return FashionMnistTask(str(find_root(request)), corruption, severity, name=name, source="generated")
 
 
 FASHION_MNIST_C = tuple(f"fashion-mnist-c/{c}/{DEFAULT_SEVERITY}" for c in CORRUPTIONS)

@@ -54,17 +54,19 @@ class GeneratedCorruptionTask(Task):
 
 
 def parse(request: TaskRequest) -> tuple[str, int]:
+    """`<family>/<corruption>[/<severity>]` -> (corruption, severity); severity 5 when omitted."""
+    family = request.family
     if not request.params:
         raise HarnessError(
-            "task imagenet-c needs a corruption: imagenet-c/<corruption>[/<severity>], e.g. imagenet-c/fog/5 "
-            "(or --suite imagenet-c for all 15)"
+            f"task {family} needs a corruption: {family}/<corruption>[/<severity>], e.g. {family}/fog/5 "
+            f"(or --suite {family} for all 15)"
         )
     corruption = request.params[0]
     if corruption not in CORRUPTIONS:
         raise HarnessError(unknown_name_message("ImageNet-C corruption", corruption, CORRUPTIONS))
     severity = request.params[1] if len(request.params) > 1 else str(DEFAULT_SEVERITY)
-    if not severity.isdigit() or int(severity) not in SEVERITIES:
-        raise HarnessError(f"task {request.spec}: severity must be 1-5, not '{severity}'")
+    if len(request.params) > 2 or not severity.isdigit() or int(severity) not in SEVERITIES:
+        raise HarnessError(f"task {request.spec}: expected {family}/<corruption>/<severity 1-5>")
     return corruption, int(severity)
 
 

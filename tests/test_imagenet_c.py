@@ -47,7 +47,7 @@ def test_generated_corruptions_pair_with_val_ids_and_are_deterministic(tmp_path)
     [
         ("imagenet-c", "needs a corruption"),
         ("imagenet-c/fgo/5", "did you mean 'fog'"),
-        ("imagenet-c/fog/6", "severity must be 1-5"),
+        ("imagenet-c/fog/6", "imagenet-c/<corruption>/<severity 1-5>"),
         ("imagenet-c/speckle_noise/5", "unknown ImageNet-C corruption"),
     ],
 )
