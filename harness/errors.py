@@ -5,3 +5,8 @@ class HarnessError(Exception):
     """A user-facing problem: bad flag, missing data, unknown name. The message is one line."""
 
     exit_code = 2
+
+
+class MissingData(HarnessError):
+    """A task's data is not where it looks. The only error `--skip-missing` skips: a misspelt task
+    or a bad parameter still stops the run."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, MissingData
 from harness.seeding import derive_seed
 from tasks.base import LoadedImage, SampleRef, Task, content_hash
 from tasks.corruptions import CORRUPTIONS
@@ -81,7 +81,7 @@ def find_root(request: TaskRequest | None = None, split: str = "test", path: str
             return root
     what = request.spec if request else "fashion-mnist"
     expected = f"{SPLITS[split]}-images-idx3-ubyte.gz and {SPLITS[split]}-labels-idx1-ubyte.gz"
-    raise HarnessError(
+    raise MissingData(
         f"task {what}: Fashion-MNIST not found (looked for {expected} in {', '.join(map(str, tried))}); "
         f"install the Debian package `{DEBIAN_PACKAGE}` (apt-get install -y {DEBIAN_PACKAGE}, "
         f"files under {DEBIAN_ROOT}/) or give fashion-mnist:PATH"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, MissingData
 from tasks.base import LoadedImage, SampleRef, Task, open_rgb
 from tasks.families import TASKS, HubCopy, TaskFamily
 from tasks.request import TaskRequest, find_folder
@@ -121,7 +121,7 @@ def find_split_file(ds: Dataset, request: TaskRequest, image_dir: Path) -> Path:
     for path in tried:
         if path.is_file():
             return path
-    raise HarnessError(
+    raise MissingData(
         f"task {request.spec}: split file {ds.split_file} not found; looked for "
         f"{', '.join(map(str, tried))} (get it from CoOp's {COOP_DOCS} or TPT's {TPT_SPLITS}; or give --splits-dir)"
     )
@@ -153,7 +153,7 @@ def read_aircraft(ds: Dataset, request: TaskRequest) -> Split:
     variants = [line.strip() for line in variants_file.read_text().splitlines() if line.strip()]
     label_of = {name: i for i, name in enumerate(variants)}
     if not test_file.is_file():
-        raise HarnessError(f"task {request.spec}: {test_file} not found ({ds.origin})")
+        raise MissingData(f"task {request.spec}: {test_file} not found ({ds.origin})")
     entries = []
     for number, line in enumerate(test_file.read_text().splitlines(), 1):
         if not line.strip():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, MissingData
 from tasks.base import LoadedImage, SampleRef, Task, content_hash
 from tasks.families import HubCopy
 from tasks.request import TaskRequest
@@ -84,7 +84,7 @@ def fetch_snapshot(hub_id: str, split: str, revision: str | None) -> Path:
         )
     except Exception as exc:  # network, auth, missing revision: one line, naming the repo
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise HarnessError(f"cannot fetch hub dataset {hub_id} (revision {revision or 'main'}): {first}") from None
+        raise MissingData(f"cannot fetch hub dataset {hub_id} (revision {revision or 'main'}): {first}") from None
     return Path(path)
 
 

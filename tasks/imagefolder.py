@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, MissingData
 from tasks.families import TASKS, TaskFamily
 from tasks.folder import FolderTask
 from tasks.request import TaskRequest
@@ -16,7 +16,7 @@ def build(request: TaskRequest) -> FolderTask:
         raise HarnessError("task imagefolder needs a folder: imagefolder:PATH")
     root = Path(request.arg).expanduser()
     if not root.is_dir():
-        raise HarnessError(f"task {request.spec}: image folder not found: {root} (expected ROOT/<class>/<image>)")
+        raise MissingData(f"task {request.spec}: image folder not found: {root} (expected ROOT/<class>/<image>)")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise HarnessError(f"task {request.spec}: no class sub-folders in {root}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import DataConfig
-from harness.errors import HarnessError
+from harness.errors import MissingData
 
 DATA_ENV = "APM_BENCH_DATA"
 
@@ -52,10 +52,10 @@ def find_folder(
         path = Path(request.arg).expanduser()
         if accept(path):
             return path
-        raise HarnessError(f"task {request.spec}: {path} is not a {origin} folder (expected {candidates[0]} layout)")
+        raise MissingData(f"task {request.spec}: {path} is not a {origin} folder (expected {candidates[0]} layout)")
     root = request.root
     if root is None:
-        raise HarnessError(
+        raise MissingData(
             f"task {request.spec}: no data root; give --data-root or set {DATA_ENV} "
             f"(expects {candidates[0]}/ under it: {origin})"
         )
@@ -63,7 +63,7 @@ def find_folder(
         if accept(root / candidate):
             return root / candidate
     tried = ", ".join(str(root / c) for c in candidates)
-    raise HarnessError(f"task {request.spec}: data not found; looked for {tried} ({origin})")
+    raise MissingData(f"task {request.spec}: data not found; looked for {tried} ({origin})")
 
 
 def has_subfolders(names: Sequence[str] | frozenset[str], minimum: int = 1) -> Callable[[Path], bool]:

@@ -86,6 +86,10 @@ def test_nothing_starts_until_every_task_has_data(tmp_path):
         prepare(config, ExecConfig(data_root=str(tmp_path)))
     kept, tasks = prepare(config, ExecConfig(data_root=str(tmp_path), skip_missing=True))
     assert kept.tasks == ("synthetic:1",) and [t.name for t in tasks] == ["synthetic:1"]
+    # --skip-missing skips absent data only: a bad parameter still stops the run
+    typo = RunConfig(tasks=("synthetic:1", "imagenet-c/fog/9"), methods=("zeroshot",))
+    with pytest.raises(HarnessError, match="severity 1-5"):
+        prepare(typo, ExecConfig(data_root=str(tmp_path), skip_missing=True))
 
 
 def test_limit_is_part_of_the_fingerprint():

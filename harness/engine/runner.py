@@ -23,7 +23,7 @@ from harness.config import ExecConfig, RunConfig
 from harness.engine.dispatch import DispatchResult, dispatch
 from harness.engine.shards import Shard, plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
-from harness.errors import HarnessError
+from harness.errors import HarnessError, MissingData
 from harness.methods import METHODS
 from harness.models.teacher import resolve_source
 from harness.provenance import code_version, package_versions
@@ -61,8 +61,8 @@ def prepare(config: RunConfig, execution: ExecConfig | None = None) -> tuple[Run
     for spec in config.tasks:
         try:
             found[spec] = resolve_task(spec, config.data, execution.data_root, execution.splits_dir)
-        except HarnessError as exc:
-            if not execution.skip_missing or "unknown task" in str(exc):
+        except MissingData as exc:
+            if not execution.skip_missing:
                 missing.append(str(exc))
             else:
                 log.warning("skipping: %s", exc)
