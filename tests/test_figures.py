@@ -38,10 +38,13 @@ def run_rows(tmp_path):
 
 def test_run_figures_are_pngs_of_the_promised_size(tmp_path):
     run_dir = run_rows(tmp_path)
-    paths = figures.run_figures(store.read_rows([run_dir]), tmp_path / "figs")
+    rows = store.read_rows([run_dir])
+    paths = figures.run_figures(rows, tmp_path / "figs")
     assert [p.name for p in paths] == ["accuracy_vs_seconds.png", "ttt_loss.png"]
-    for path in paths:
+    empty = figures.run_figures(rows.iloc[:0], tmp_path / "empty")
+    for path, blank in zip(paths, empty):
         assert_png(path, RUN_PIXELS)
+        assert Image.open(path).tobytes() != Image.open(blank).tobytes()  # something was drawn
 
 
 def test_figures_of_a_run_without_losses_or_rows_still_render(tmp_path):
@@ -112,4 +115,4 @@ def test_cli_plot(tmp_path):
     bad = runner.invoke(cli.app, ["plot", "islands"])
     assert isinstance(bad.exception, HarnessError) and "exactly one image" in str(bad.exception)
     bad = runner.invoke(cli.app, ["plot", "islands", "x.png", "--iterations", "a,b"])
-    assert isinstance(bad.exception, HarnessError)
+    assert isinstance(bad.exception, HarnessError) and "--iterations" in str(bad.exception)

@@ -283,10 +283,10 @@ def test_cost_uses_optional_columns_when_present(rows):
     plain = build_report(rows, spec)
     assert all(c.flops is None and c.peak_memory is None for c in plain.cost)
     assert "FLOPs and peak memory not recorded" in render_table(rows, "natural-shift", "markdown")
-    richer = rows.assign(flops=2e9, peak_memory=[float(2**20 * (i + 1)) for i in range(len(rows))])
+    richer = rows.assign(flops=2e9, peak_memory_bytes=[float(2**20 * (i + 1)) for i in range(len(rows))])
     apm = next(c for c in build_report(richer, spec).cost if c.method == "apm")
     scored_apm = richer[(richer["method"] == "apm") & richer["error"].isna()]
-    assert apm.flops == 2e9 and apm.peak_memory == scored_apm["peak_memory"].max()
+    assert apm.flops == 2e9 and apm.peak_memory == scored_apm["peak_memory_bytes"].max()
     assert apm.seconds == float(np.median(scored_apm["seconds"])) and apm.steps == 20
 
 

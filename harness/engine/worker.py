@@ -16,6 +16,7 @@ import torch
 
 from harness.config import RunConfig
 from harness.engine.shards import Shard
+from harness.errors import HarnessError
 from harness.methods import METHODS, Method, Outcome, SampleInput
 from harness.models.teacher import load_teacher
 from harness.seeding import derive_seed
@@ -35,6 +36,10 @@ class RunIdentity:
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise HarnessError(f"--device must be auto, cpu or cuda, not '{device}'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise HarnessError("--device cuda: no CUDA device here")
     return torch.device(device)
 
 

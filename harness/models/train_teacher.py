@@ -32,6 +32,7 @@ from torchvision import transforms
 
 import harness.models.teacher  # noqa: F401  (registers the harness's configs with open_clip)
 from harness.errors import HarnessError
+from harness.methods.base import score
 from harness.seeding import derive_seed
 from tasks.templates import SINGLE_TEMPLATE
 
@@ -225,6 +226,6 @@ def zero_shot_accuracy(teacher, task, limit: int | None = None, templates: tuple
     for i in range(0, len(refs), 256):
         chunk = refs[i : i + 256]
         pixels = torch.stack([teacher.preprocess(task.load(r).image) for r in chunk])
-        predictions = (teacher.encode_images(pixels) @ classifier).argmax(1)
-        correct += sum(int(p) == r.label for p, r in zip(predictions, chunk))
+        predictions = score(teacher.encode_images(pixels), classifier, teacher.logit_scale).prediction
+        correct += sum(p == r.label for p, r in zip(predictions, chunk))
     return correct / max(1, len(refs))

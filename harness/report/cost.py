@@ -1,5 +1,5 @@
 """Cost beside accuracy: what one sample costs each method, from the same rows as its accuracy.
-FLOPs and peak memory are optional columns (older runs, and today's schema, may not have them); a
+FLOPs and peak memory may be null (peak memory is recorded on GPU only) or absent (older runs); a
 report says they were not recorded rather than printing zeros."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pandas as pd
 from harness.report.tables import method_label, teacher_label
 
 FLOPS_COLUMNS = ("flops",)
-MEMORY_COLUMNS = ("peak_memory", "peak_memory_bytes")
-"""Candidate column names, first present wins; memory is in bytes."""
+MEMORY_COLUMNS = ("peak_memory_bytes",)
+"""The store's column names (harness.store.Row); memory is in bytes."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ def cost_lines(rows: pd.DataFrame, groups: list[tuple[str, str, str]]) -> list[C
     """One line per (method, model, pretrained) in `groups`, over the scored rows of `rows`."""
     flops_col, memory_col = _column(rows, FLOPS_COLUMNS), _column(rows, MEMORY_COLUMNS)
     out = []
+    parts = dict(iter(rows.groupby(["method", "model", "pretrained"], sort=False)))
     for method, model, pretrained in groups:
-        frame = rows[(rows["method"] == method) & (rows["model"] == model) & (rows["pretrained"] == pretrained)]
+        frame = parts.get((method, model, pretrained), rows.iloc[:0])
         scored = frame[frame["error"].isna()]
         memory = scored[memory_col].dropna() if memory_col else pd.Series(dtype=float)
         out.append(CostLine(

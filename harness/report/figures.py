@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from harness.report.paper import groups_in_order
+from harness.report.paper import GROUP_KEYS, groups_in_order, outcomes
 from harness.report.stats import estimate
 from harness.report.tables import method_label, teacher_label
 
@@ -45,12 +45,13 @@ def accuracy_vs_seconds(rows: pd.DataFrame, path: Path) -> Path:
     fig = Figure(figsize=RUN_FIGSIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     scored = rows[rows["error"].isna()]
-    for i, (method, model, pretrained) in enumerate(groups_in_order(scored) if len(scored) else []):
+    parts = dict(iter(scored.groupby(GROUP_KEYS, sort=False))) if len(scored) else {}
+    for i, (method, model, pretrained) in enumerate(groups_in_order(scored)):
         colour = f"C{i % 10}"
-        frame = scored[(scored["method"] == method) & (scored["model"] == model) & (scored["pretrained"] == pretrained)]
+        frame = parts[(method, model, pretrained)]
         accs, secs = [], []
         for task, part in frame.groupby("task", sort=False):
-            est = estimate(part["correct"].fillna(False).astype(bool).to_numpy(float), f"fig|{method}|{task}")
+            est = estimate(outcomes(part), f"fig|{method}|{task}")
             x = float(part["seconds"].median())
             ax.errorbar([x], [est.value], yerr=[[est.value - est.low], [est.high - est.value]], fmt="o",
                         color=colour, alpha=0.5, markersize=4, capsize=2)
@@ -77,12 +78,12 @@ def loss_curves(rows: pd.DataFrame, path: Path, individual: int = 20) -> Path:
     its quartiles, and up to `individual` single samples' curves, to show how uniform convergence is."""
     fig = Figure(figsize=RUN_FIGSIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    with_losses = rows[rows["losses"].map(lambda x: x is not None and len(x) > 0)]
+    with_losses = rows[rows["losses"].map(lambda x: x is not None and len(x) > 0).astype(bool)]  # bool: keeps columns when empty
     all_positive = True
-    for i, (method, model, pretrained) in enumerate(groups_in_order(with_losses) if len(with_losses) else []):
+    parts = dict(iter(with_losses.groupby(GROUP_KEYS, sort=False))) if len(with_losses) else {}
+    for i, (method, model, pretrained) in enumerate(groups_in_order(with_losses)):
         colour = f"C{i % 10}"
-        frame = with_losses[(with_losses["method"] == method) & (with_losses["model"] == model)
-                            & (with_losses["pretrained"] == pretrained)]
+        frame = parts[(method, model, pretrained)]
         curves = [np.asarray(x, dtype=np.float64) for x in frame["losses"]]
         length = max(len(c) for c in curves)
         stacked = np.full((len(curves), length), np.nan)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from harness.config import ApmConfig, TeacherConfig
+from harness.engine.worker import resolve_device
 from harness.errors import HarnessError
 from harness.report.figures import islands_figure
 
@@ -25,16 +25,6 @@ class Islands:
     """Step -> (G, D) per-location features."""
     grid: int
     losses: tuple[float, ...]
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise HarnessError(f"--device must be auto, cpu or cuda, not '{device}'")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise HarnessError("--device cuda: no CUDA device here")
-    return torch.device(device)
 
 
 def open_image(path: Path) -> Image.Image:

@@ -97,10 +97,15 @@ def groups_in_order(rows: pd.DataFrame) -> list[Group]:
     seen = list(dict.fromkeys(zip(rows["method"], rows["model"], rows["pretrained"])))
     teachers = list(dict.fromkeys((m, p) for _, m, p in seen))
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
-    return sorted(seen, key=lambda g: (teachers.index(g[1:]), rank.get(g[0], len(rank)), seen.index(g)))
+    teacher_rank = {t: i for i, t in enumerate(teachers)}
+    return sorted(seen, key=lambda g: (teacher_rank[g[1:]], rank.get(g[0], len(rank))))  # stable: ties keep order
 
 
-def _outcomes(frame: pd.DataFrame) -> np.ndarray:
+GROUP_KEYS = ["method", "model", "pretrained"]
+
+
+def outcomes(frame: pd.DataFrame) -> np.ndarray:
+    """1.0 per correct row, 0.0 otherwise (error rows are filtered out before this)."""
     return frame["correct"].fillna(False).astype(bool).to_numpy(dtype=np.float64)
 
 
@@ -114,7 +119,7 @@ def measured_line(spec: TableSpec, group: Group, by_cell: dict, seed: int, resam
             cells.append(Cell(None))
             continue
         scored = frame[frame["error"].isna()]
-        est = estimate(_outcomes(scored), f"cell|{method}|{model}|{pretrained}|{task}", seed, resamples)
+        est = estimate(outcomes(scored), f"cell|{method}|{model}|{pretrained}|{task}", seed, resamples)
         estimates[task] = est
         cells.append(_cell(est, errors=len(frame) - len(scored)))
     return Line("measured", method_label(method), teacher_label(model, pretrained), method, model, pretrained,
@@ -155,7 +160,7 @@ def _per_sample(frame: pd.DataFrame | None) -> dict[str, float]:
     scored = frame[frame["error"].isna()]
     if scored.empty:
         return {}
-    means = scored.assign(hit=_outcomes(scored)).groupby("sample_id", sort=True)["hit"].mean()
+    means = scored.assign(hit=outcomes(scored)).groupby("sample_id", sort=True)["hit"].mean()
     return {str(k): float(v) for k, v in means.items()}
 
 
