@@ -56,17 +56,23 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
-def open_rgb(path: str | Path) -> LoadedImage:
-    """Read an image file into RGB. Errors name the file and the reason in one line."""
-    path = Path(path)
+def decode_rgb(data: bytes, what: str) -> LoadedImage:
+    """Encoded image bytes into RGB, EXIF orientation applied; errors name `what` and the reason."""
     try:
-        data = path.read_bytes()
         if not data:
             raise ValueError("empty file")
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = img.convert("RGB")
+            rgb = ImageOps.exif_transpose(img).convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise ValueError(f"cannot decode image {path}: {exc}") from exc
+        raise ValueError(f"cannot decode image {what}: {exc}") from exc
     return LoadedImage(rgb, content_hash(data))
+
+
+def open_rgb(path: str | Path) -> LoadedImage:
+    """Read an image file into RGB. Errors name the file and the reason in one line."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot decode image {path}: {exc}") from exc
+    return decode_rgb(data, str(path))

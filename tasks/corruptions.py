@@ -282,6 +282,14 @@ def corrupt(image: Image.Image, name: str, severity: int, seed: int) -> Image.Im
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
+def corrupt_sample(image: Image.Image, family: str, name: str, severity: int, sample_id: str) -> Image.Image:
+    """A task's corrupted view of one sample, seeded by (family, corruption, severity, sample id)
+    only: every run, worker and resume sees the same pixels, whatever the run seed."""
+    from harness.seeding import derive_seed
+
+    return corrupt(image, name, severity, derive_seed(0, family, name, str(severity), sample_id))
+
+
 def as_released_jpeg(image: Image.Image, quality: int = RELEASED_JPEG_QUALITY) -> Image.Image:
     """JPEG round trip at ``quality`` (85 by default), as every released ImageNet-C file was saved.
 

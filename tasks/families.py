@@ -32,6 +32,8 @@ class TaskFamily:
     """What `--source hub` reads, where a hub copy exists."""
     examples: tuple[str, ...] = ()
     """Full specs of this family's members, e.g. the 15 ImageNet-C columns."""
+    local: bool = False
+    """Made here or read from the user's own folder: `--source` does not apply."""
 
 
 TASKS: Registry[TaskFamily] = Registry("task")

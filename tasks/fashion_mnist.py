@@ -26,9 +26,8 @@ import numpy as np
 from PIL import Image
 
 from harness.errors import HarnessError, MissingData
-from harness.seeding import derive_seed
 from tasks.base import LoadedImage, SampleRef, Task, content_hash
-from tasks.corruptions import CORRUPTIONS
+from tasks.corruptions import CORRUPTIONS, corrupt_sample
 from tasks.families import TASKS, TaskFamily
 from tasks.imagenet_c import DEFAULT_SEVERITY
 from tasks.imagenet_c import parse as parse_corruption
@@ -142,10 +141,7 @@ class FashionMnistTask(Task):
         images, _ = load_split(self.root, self.split)
         image = upscale(images[int(ref.locator)])
         if self.corruption is not None:
-            from tasks.corruptions import corrupt
-
-            seed = derive_seed(0, "fashion-mnist-c", self.corruption, str(self.severity), ref.sample_id)
-            image = corrupt(image, self.corruption, self.severity, seed)
+            image = corrupt_sample(image, "fashion-mnist-c", self.corruption, self.severity, ref.sample_id)
         return LoadedImage(image, content_hash(image.tobytes()))
 
 

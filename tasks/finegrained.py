@@ -246,6 +246,7 @@ HUB_COPIES: dict[str, tuple[str, bool]] = {
     "caltech101": ("clip-benchmark/wds_vtab-caltech101", False),
 }
 """CLIP_benchmark copies (hub id, same test set as CoOp's split?). Their class names are the hub's own."""
+assert set(HUB_COPIES) <= {ds.name for ds in DATASETS}, "a HUB_COPIES key names no dataset"
 
 
 def _register(ds: Dataset) -> None:

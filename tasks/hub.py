@@ -7,16 +7,13 @@ are re-mapped by name. Images are decoded in the workers from the stored bytes, 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
 from harness.errors import HarnessError, MissingData
-from tasks.base import LoadedImage, SampleRef, Task, content_hash
+from tasks.base import LoadedImage, SampleRef, Task, decode_rgb
 from tasks.families import HubCopy
 from tasks.request import TaskRequest
 
@@ -39,28 +36,21 @@ class HubTask(Task):
 
     def samples(self) -> Sequence[SampleRef]:
         """Sample id = hub key (unique within a revision); labels read without decoding an image."""
-        table = _dataset(self.snapshot, self.split).select_columns(["__key__", "cls"])[:]
+        table = _dataset(self.snapshot, self.split)[0].select_columns(["__key__", "cls"])[:]
         return [
             SampleRef(f"{self.split}/{key}", self.label_map[cls], str(i))
             for i, (key, cls) in enumerate(zip(table["__key__"], table["cls"]))
         ]
 
     def load(self, ref: SampleRef) -> LoadedImage:
-        dataset = _dataset(self.snapshot, self.split)
-        column = next(c for c in IMAGE_COLUMNS if c in dataset.column_names)
-        data = dataset[int(ref.locator)][column]["bytes"]
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                rgb = ImageOps.exif_transpose(img).convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"cannot decode {self.hub_id} sample {ref.sample_id}: {exc}") from exc
-        return LoadedImage(rgb, content_hash(data))
+        dataset, column = _dataset(self.snapshot, self.split)
+        return decode_rgb(dataset[int(ref.locator)][column]["bytes"], f"{self.hub_id} sample {ref.sample_id}")
 
 
 @cache
 def _dataset(snapshot: str, split: str):  # noqa: ANN202 - a datasets.Dataset, imported lazily
-    """One memory-mapped Arrow table per (snapshot, split) and process, image bytes left encoded."""
+    """One memory-mapped Arrow table per (snapshot, split) and process, image bytes left encoded,
+    with the name of its image column."""
     from datasets import Image as ImageFeature
     from datasets import load_dataset
 
@@ -70,7 +60,7 @@ def _dataset(snapshot: str, split: str):  # noqa: ANN202 - a datasets.Dataset, i
     dataset = load_dataset("webdataset", data_files={split: files}, split=split)
     for column in IMAGE_COLUMNS:
         if column in dataset.column_names:
-            return dataset.cast_column(column, ImageFeature(decode=False))
+            return dataset.cast_column(column, ImageFeature(decode=False)), column
     raise HarnessError(f"hub snapshot {snapshot}: no image column among {IMAGE_COLUMNS}")
 
 

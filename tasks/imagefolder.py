@@ -29,4 +29,4 @@ def build(request: TaskRequest) -> FolderTask:
     )
 
 
-TASKS.add("imagefolder", TaskFamily(build, "any folder of ROOT/<class>/<image>; class names from folder names"))
+TASKS.add("imagefolder", TaskFamily(build, "any folder of ROOT/<class>/<image>; class names from folder names", local=True))

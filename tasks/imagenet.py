@@ -80,7 +80,8 @@ def folder_labels(variant: Variant) -> tuple[tuple[str, int], ...]:
 
 
 def build_variant(variant: Variant, request: TaskRequest) -> FolderTask:
-    folders = [name for name, _ in folder_labels(variant)]
+    labels = folder_labels(variant)
+    folders = [name for name, _ in labels]
     root = find_folder(request, variant.layouts, variant.origin, has_subfolders(folders))
     known = set(folders)
     strays = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in known and not p.name.startswith("."))
@@ -92,7 +93,7 @@ def build_variant(variant: Variant, request: TaskRequest) -> FolderTask:
     return FolderTask(
         name=variant.name,
         root=str(root),
-        folder_labels=folder_labels(variant),
+        folder_labels=labels,
         classnames=classnames,
         templates=OPENAI_IMAGENET,
         version=variant.version,

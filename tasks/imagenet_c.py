@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 from harness.registry import unknown_name_message
-from harness.seeding import derive_seed
 from tasks.base import LoadedImage, SampleRef, Task, content_hash
-from tasks.corruptions import CORRUPTIONS
+from tasks.corruptions import CORRUPTIONS, SEVERITIES, as_released_jpeg, corrupt_sample, imagenet_c_view
 from tasks.families import TASKS, TaskFamily
 from tasks.folder import FolderTask
 from tasks.imagenet import VARIANTS, build_variant, class_space, folder_labels
@@ -22,7 +21,6 @@ from tasks.templates import OPENAI_IMAGENET
 
 LAYOUTS = ("imagenet-c", "ImageNet-C", "imagenet_c")
 ORIGIN = "ImageNet-C (Hendrycks & Dietterich), <corruption>/<severity>/<wnid>/*.JPEG"
-SEVERITIES = (1, 2, 3, 4, 5)
 DEFAULT_SEVERITY = 5
 IMAGENET = next(v for v in VARIANTS if v.name == "imagenet")
 
@@ -45,11 +43,8 @@ class GeneratedCorruptionTask(Task):
         return self.val.samples()
 
     def load(self, ref: SampleRef) -> LoadedImage:
-        from tasks.corruptions import as_released_jpeg, corrupt, imagenet_c_view
-
-        original = self.val.load(ref)
-        seed = derive_seed(0, "imagenet-c", self.corruption, str(self.severity), ref.sample_id)
-        image = as_released_jpeg(corrupt(imagenet_c_view(original.image), self.corruption, self.severity, seed))
+        view = imagenet_c_view(self.val.load(ref).image)
+        image = as_released_jpeg(corrupt_sample(view, "imagenet-c", self.corruption, self.severity, ref.sample_id))
         return LoadedImage(image, content_hash(image.tobytes()))
 
 

@@ -32,7 +32,7 @@ def resolve_task(
         raise HarnessError(f"--source must be one of {', '.join(SOURCES)}, not '{request.data.source}'")
     if request.data.source == "hub" and family.hub is not None:
         return build_hub_task(request, family.hub)
-    if request.data.source == "hub" and request.family not in ("synthetic", "imagefolder"):
+    if request.data.source == "hub" and not family.local:
         raise HarnessError(f"task {spec} has no hub copy; use --source disk")
     return family.build(request)
 

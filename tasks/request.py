@@ -66,11 +66,11 @@ def find_folder(
     raise MissingData(f"task {request.spec}: data not found; looked for {tried} ({origin})")
 
 
-def has_subfolders(names: Sequence[str] | frozenset[str], minimum: int = 1) -> Callable[[Path], bool]:
-    """Accept a folder holding at least `minimum` of the named sub-folders (wnids, class indices)."""
+def has_subfolders(names: Sequence[str] | frozenset[str]) -> Callable[[Path], bool]:
+    """Accept a folder holding at least one of the named sub-folders (wnids, class indices)."""
     wanted = frozenset(names)
 
     def accept(path: Path) -> bool:
-        return path.is_dir() and sum(1 for p in path.iterdir() if p.name in wanted) >= minimum
+        return path.is_dir() and any(p.name in wanted for p in path.iterdir())
 
     return accept

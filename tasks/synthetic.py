@@ -78,4 +78,4 @@ def build(request: TaskRequest) -> SyntheticTask:
     return SyntheticTask(per_class=int(request.arg), name=f"synthetic:{request.arg}")
 
 
-TASKS.add("synthetic", TaskFamily(build, "coloured shapes drawn by the harness (12 classes); synthetic:N for N per class"))
+TASKS.add("synthetic", TaskFamily(build, "coloured shapes drawn by the harness (12 classes); synthetic:N for N per class", local=True))

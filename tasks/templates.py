@@ -3,10 +3,9 @@ calling each with "{}" turns it into a format string that can be pickled, hashed
 
 from __future__ import annotations
 
-from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+from open_clip import OPENAI_IMAGENET_TEMPLATES
 
 SINGLE_TEMPLATE = "a photo of a {}."
 """TPT's CLIP row: one template for every dataset."""
 
 OPENAI_IMAGENET: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
-SIMPLE_IMAGENET: tuple[str, ...] = tuple(t("{}") for t in SIMPLE_IMAGENET_TEMPLATES)

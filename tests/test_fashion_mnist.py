@@ -24,6 +24,7 @@ def fixture_root(tmp_path: Path) -> Path:
     labels = np.array([0, 3, 9, 3, 1, 8])
     images = rng.integers(0, 256, (len(labels), 28, 28))
     images[:, 10:18, 10:18] = 255  # something bright to corrupt
+    images[5] = images[1]  # the same picture twice: corrupted copies differ only through the per-sample seed
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
     return tmp_path
@@ -48,6 +49,9 @@ def test_corrupted_task_is_deterministic_per_sample_and_pairs_with_clean_ids(fix
     assert task.load(a).content_hash == task.load(a).content_hash
     assert task.load(a).content_hash != clean.load(a).content_hash
     assert task.load(a).content_hash != task.load(b).content_hash
+    twin = task.samples()[5]  # same pixels as sample 1, another id: another noise draw
+    assert clean.load(twin).content_hash == clean.load(a).content_hash
+    assert task.load(twin).content_hash != task.load(a).content_hash
     assert resolve_task(f"fashion-mnist-c/fog:{fixture_root}").name == "fashion-mnist-c/fog/5"
     with pytest.raises(HarnessError, match="did you mean 'fog'"):
         resolve_task(f"fashion-mnist-c/fgo/5:{fixture_root}")

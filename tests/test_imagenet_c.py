@@ -4,6 +4,9 @@ import pytest
 
 from harness.config import DataConfig
 from harness.errors import HarnessError
+from harness.seeding import derive_seed
+from tasks.base import open_rgb
+from tasks.corruptions import as_released_jpeg, corrupt, imagenet_c_view
 from tasks.imagenet import imagenet_wnids
 from tasks.imagenet_c import IMAGENET_C
 from tasks.registry import SUITES, resolve_task
@@ -40,6 +43,11 @@ def test_generated_corruptions_pair_with_val_ids_and_are_deterministic(tmp_path)
     assert first.content_hash == again.content_hash
     other = resolve_task("imagenet-c/fog/5", data, data_root=str(tmp_path)).load(ref)
     assert other.content_hash != first.content_hash and task.source == "generated"
+    # the released recipe: resize 256, centre crop 224, corrupt with the sample's data seed, JPEG 85
+    original = open_rgb(val / WNIDS[3] / "ILSVRC2012_val_00000007.JPEG").image
+    seed = derive_seed(0, "imagenet-c", "gaussian_noise", "5", ref.sample_id)
+    expected = as_released_jpeg(corrupt(imagenet_c_view(original), "gaussian_noise", 5, seed))
+    assert first.image.tobytes() == expected.tobytes()
 
 
 @pytest.mark.parametrize(

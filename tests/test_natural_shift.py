@@ -83,7 +83,8 @@ def test_explicit_folder_overrides_the_data_root(tmp_path):
     assert [r.label for r in task.samples()] == [1, 1]
 
 
-def test_missing_data_names_every_path_tried(tmp_path):
+def test_missing_data_names_every_path_tried(tmp_path, monkeypatch):
+    monkeypatch.delenv("APM_BENCH_DATA", raising=False)
     with pytest.raises(HarnessError) as info:
         resolve_task("imagenet-r", data_root=str(tmp_path))
     message = str(info.value)
@@ -92,6 +93,9 @@ def test_missing_data_names_every_path_tried(tmp_path):
         resolve_task("imagenet-r", data_root=None)
 
 
-def test_no_hub_copy_is_a_clear_error():
+def test_source_flag_errors_and_local_tasks():
     with pytest.raises(HarnessError, match="--source must be one of disk, hub"):
         resolve_task("imagenet-a", DataConfig(source="cloud"))
+    with pytest.raises(HarnessError, match="has no hub copy"):
+        resolve_task("imagenet-c/fog/5", DataConfig(source="hub"))
+    assert resolve_task("synthetic", DataConfig(source="hub")).source == "drawn"  # made here: no source applies
