@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Test-time-training benchmarks for CLIP teachers (APM, zero-shot, ensemble) on Ray.")
 
-APM_FLAGS = "APM (defaults: ../shared/spec/apm-method.md)"
+APM_FLAGS = "APM (defaults: docs/apm-method.md)"
 TPT_FLAGS = "TPT (defaults: TPT's published protocol)"
 DATA_FLAGS = "Data"
 DataRoot = Annotated[
@@ -52,7 +52,7 @@ def run(
     method: Annotated[Optional[list[str]], typer.Option(help="Method, repeatable: zeroshot, ensemble, apm.")] = None,
     model: Annotated[Optional[str], typer.Option(help="open_clip architecture, e.g. ViT-B-16, or apm-tiny.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="Tag, hf-hub:ORG/REPO, checkpoint file/dir, or none.")] = None,
-    precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast on GPU.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32, or fp16 / bf16 autocast on GPU (scoring stays fp32).")] = "fp32",
     seed: Annotated[int, typer.Option(help="Run seed; per-sample seeds derive from it.")] = 0,
     shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard.")] = 16,
     workers: Annotated[Optional[int], typer.Option(min=1, help="CPU actors (without GPUs).")] = None,
@@ -73,6 +73,10 @@ def run(
     splits_dir: Annotated[Optional[Path], typer.Option(help="Where CoOp split files are.", rich_help_panel=DATA_FLAGS)] = None,
     hub_revision: Annotated[Optional[str], typer.Option(help="Pin the hub revision.", rich_help_panel=DATA_FLAGS)] = None,
     skip_missing: Annotated[bool, typer.Option(help="Run the tasks whose data is found.", rich_help_panel=DATA_FLAGS)] = False,
+    exif_transpose: Annotated[bool, typer.Option(
+        help="Turn images upright by their EXIF tag (off: pixels as stored, as the reference loaders).",
+        rich_help_panel=DATA_FLAGS)] = False,
+    apm_recipe: Annotated[Optional[str], typer.Option(help="spec (the paper) or demo (the authors' demo code)", rich_help_panel=APM_FLAGS)] = None,
     apm_image_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=APM_FLAGS)] = None,
     apm_patch_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=APM_FLAGS)] = None,
     apm_hidden: Annotated[Optional[str], typer.Option(help="e.g. 4096,2048,1024", rich_help_panel=APM_FLAGS)] = None,
@@ -99,6 +103,8 @@ def run(
     """Evaluate methods on tasks; writes results/<run-id>/ (manifest + one Parquet file per shard)."""
     from harness.engine.runner import resume_config
     from harness.engine.runner import run as run_engine
+    from harness.models.ttt import RECIPES
+    from harness.precision import check_precision
     from tasks.registry import SUITES
 
     if resume is not None:
@@ -111,13 +117,13 @@ def run(
         "image_size": apm_image_size, "patch_size": apm_patch_size, "hidden": _hidden(apm_hidden),
         "pooling": apm_pooling, "heads": apm_heads, "steps": apm_steps, "lr": apm_lr, "copies": apm_copies,
         "init_std": apm_init_std, "chunk_size": apm_chunk_size, "rgb_weight": apm_rgb_weight,
-        "use_patch": apm_use_patch, "templates": apm_templates, "batch_size": apm_batch_size,
+        "use_patch": apm_use_patch, "templates": apm_templates, "batch_size": apm_batch_size, "recipe": apm_recipe,
     }
     apm_overrides.update({k: v for k, v in flags.items() if v is not None})
     if apm_overrides.get("templates", "ensemble") not in ("ensemble", "single"):
         raise HarnessError(f"--apm-templates must be ensemble or single, not '{apm_overrides['templates']}'")
-    if precision not in ("fp32", "bf16"):
-        raise HarnessError(f"--precision must be fp32 or bf16, not '{precision}'")
+    check_precision(precision)
+    RECIPES.get(apm_overrides.get("recipe", "spec"))
     if tpt_augmix not in ("auto", "on", "off"):
         raise HarnessError(f"--tpt-augmix must be auto, on or off, not '{tpt_augmix}'")
     if corruptions not in ("released", "generated"):
@@ -133,8 +139,10 @@ def run(
             precision=precision,
         ),
         apm=dataclasses.replace(ApmConfig(), **apm_overrides),
-        tpt=TptConfig(tpt_views, tpt_top, tpt_steps, tpt_lr, tpt_weight_decay, tpt_ctx_init, tpt_augmix, tpt_min_scale),
-        data=DataConfig(source=source, corruptions=corruptions, limit=limit, hub_revision=hub_revision),
+        tpt=TptConfig(views=tpt_views, top=tpt_top, steps=tpt_steps, lr=tpt_lr, weight_decay=tpt_weight_decay,
+                      ctx_init=tpt_ctx_init, augmix=tpt_augmix, min_scale=tpt_min_scale),
+        data=DataConfig(source=source, corruptions=corruptions, limit=limit, hub_revision=hub_revision,
+                        exif_transpose=exif_transpose),
         seed=seed,
         shard_size=shard_size,
         suite=suite,

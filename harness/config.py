@@ -18,15 +18,22 @@ class TeacherConfig:
     """open_clip tag (openai, laion2b_s34b_b88k), `hf-hub:ORG/REPO`, a local checkpoint file or
     open_clip model directory, or `none` for random weights drawn from `init_seed`."""
     precision: str = "fp32"
-    """fp32 everywhere, or bf16 autocast (GPU only; CPU stays fp32)."""
+    """fp32, or fp16 / bf16 autocast for the networks' forward passes on GPU (CPU stays fp32).
+    Scoring (normalise, cosine, softmax, top-k) is fp32 in every case. fp16 is what TPT and
+    CLIP_benchmark ran by default; its training steps use a gradient scaler."""
     init_seed: int = 0
     """Seed of the random weights when pretrained is `none`: the same tiny teacher on every worker."""
 
 
 @dataclass(frozen=True)
 class ApmConfig:
-    """The reconstructed APM settings of ../shared/spec/apm-method.md; each one is a CLI flag."""
+    """The reconstructed APM settings (docs/apm-method.md); each one is a CLI flag."""
 
+    recipe: str = "spec"
+    """How the TTT loop runs. `spec`: the paper's description (fresh Adam, zero_grad every step, no
+    schedule, bicubic resize, predict after the last update). `demo`: the authors' released demo
+    (train_tta.py): gradients zeroed once per image so they accumulate, StepLR(200, 0.1), bilinear
+    resize, prediction from the last training forward."""
     image_size: int = 448
     """APM input side S (resize, no crop)."""
     patch_size: int = 14
@@ -91,6 +98,9 @@ class DataConfig:
     """At most this many samples per task, drawn stratified by class with a fixed seed."""
     hub_revision: str | None = None
     """Hub revision (commit) to pin; None uses each task's pinned default."""
+    exif_transpose: bool = False
+    """Turn images upright by their EXIF orientation tag before anything else. Off by default: the
+    reference loaders (TPT, CLIP_benchmark, torchvision) score the pixels as stored."""
 
 
 @dataclass(frozen=True)

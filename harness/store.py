@@ -35,6 +35,10 @@ class Row:
     sample_id: str
     content_hash: str | None
     label: int
+    n_classes: int
+    """Classes the task is scored over: top-5 is recorded only where there are at least 5."""
+    protocol: str
+    """Where the class names and templates came from (`clip-imagenet`, `coop`, `clip-benchmark`, ...)."""
     method: str
     model: str
     pretrained: str
@@ -47,6 +51,8 @@ class Row:
     confidence: float | None
     prediction_before: int | None
     n_templates: int
+    template_set: str | None
+    """The name of the prompts the classifier came from (or, for a learned prompt, its start)."""
     ttt_steps: int
     loss_first: float | None
     loss_last: float | None
@@ -70,6 +76,8 @@ SCHEMA = pa.schema(
         ("sample_id", pa.string()),
         ("content_hash", pa.string()),
         ("label", pa.int32()),
+        ("n_classes", pa.int32()),
+        ("protocol", pa.string()),
         ("method", pa.string()),
         ("model", pa.string()),
         ("pretrained", pa.string()),
@@ -82,6 +90,7 @@ SCHEMA = pa.schema(
         ("confidence", pa.float64()),
         ("prediction_before", pa.int32()),
         ("n_templates", pa.int32()),
+        ("template_set", pa.string()),
         ("ttt_steps", pa.int32()),
         ("loss_first", pa.float64()),
         ("loss_last", pa.float64()),

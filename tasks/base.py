@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from tasks.templates import TemplateSet
+
 
 @dataclass(frozen=True)
 class SampleRef:
@@ -27,7 +29,7 @@ class SampleRef:
 @dataclass(frozen=True)
 class LoadedImage:
     image: Image.Image
-    """RGB, EXIF orientation applied."""
+    """RGB, as stored (EXIF orientation applied only when the run asks for it)."""
     content_hash: str
     """Hash of the bytes the image came from, so paired comparisons can check they saw the same data."""
 
@@ -38,8 +40,11 @@ class Task(ABC):
     name: str
     version: str
     classnames: tuple[str, ...]
-    templates: tuple[str, ...]
-    """Format strings for the prompt ensemble ("a photo of a {}.")."""
+    templates: TemplateSet
+    """The task's prompt ensemble ("a photo of a {}." ...), named."""
+    protocol: str
+    """Where class names and templates come from, as one name (`clip-imagenet`, `coop`,
+    `clip-benchmark`, ...): never a mix of two, recorded on every row."""
     source: str
     """Where the pixels come from (disk, drawn, generated, hub:ID@REV): recorded on every row."""
 
@@ -56,23 +61,26 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
-def decode_rgb(data: bytes, what: str) -> LoadedImage:
-    """Encoded image bytes into RGB, EXIF orientation applied; errors name `what` and the reason."""
+def decode_rgb(data: bytes, what: str, exif_transpose: bool = False) -> LoadedImage:
+    """Encoded image bytes into RGB; errors name `what` and the reason. By default the pixels are
+    taken as stored, as TPT, CLIP_benchmark and torchvision's loaders do (`Image.open(f).convert("RGB")`),
+    so an image with an EXIF orientation tag is scored as the published numbers scored it;
+    `exif_transpose` (--exif-transpose) turns it upright first."""
     try:
         if not data:
             raise ValueError("empty file")
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            rgb = ImageOps.exif_transpose(img).convert("RGB")
+            rgb = (ImageOps.exif_transpose(img) if exif_transpose else img).convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         raise ValueError(f"cannot decode image {what}: {exc}") from exc
     return LoadedImage(rgb, content_hash(data))
 
 
-def open_rgb(path: str | Path) -> LoadedImage:
+def open_rgb(path: str | Path, exif_transpose: bool = False) -> LoadedImage:
     """Read an image file into RGB. Errors name the file and the reason in one line."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot decode image {path}: {exc}") from exc
-    return decode_rgb(data, str(path))
+    return decode_rgb(data, str(path), exif_transpose)

@@ -12,12 +12,10 @@ from tasks.request import TaskRequest
 
 @dataclass(frozen=True)
 class HubCopy:
-    """A Hugging Face dataset holding the task (CLIP_benchmark's webdataset copies)."""
+    """A Hugging Face dataset holding the task (CLIP_benchmark's webdataset copies). Read under the
+    `clip-benchmark` protocol: the copy's own class names, labels and templates."""
 
     hub_id: str
-    templates: tuple[str, ...]
-    classnames: Callable[[], tuple[str, ...]] | None = None
-    """The task's own class list, onto which hub labels are re-mapped by name; None keeps the hub's."""
     same_test_set: bool = True
     """False where the hub copy is not the paper's test set (the report must say so)."""
 

@@ -32,7 +32,7 @@ from tasks.families import TASKS, TaskFamily
 from tasks.imagenet_c import DEFAULT_SEVERITY
 from tasks.imagenet_c import parse as parse_corruption
 from tasks.request import TaskRequest
-from tasks.templates import SINGLE_TEMPLATE
+from tasks.templates import SINGLE_TEMPLATE, TemplateSet
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -40,7 +40,7 @@ LAYOUT = "fashion-mnist"
 CLASSNAMES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-TEMPLATES: tuple[str, ...] = (
+TEMPLATES = TemplateSet("fashion-mnist-8", (
     SINGLE_TEMPLATE,
     "a photo of the {}.",
     "a black and white photo of a {}.",
@@ -49,7 +49,7 @@ TEMPLATES: tuple[str, ...] = (
     "a small photo of a {}.",
     "a centred photo of a {}.",
     "a picture of a {}.",
-)
+))
 """The task's ensemble (`ensemble`, APM); `apm-bench teacher train` captions its images with these."""
 SPLITS = {"test": "t10k", "train": "train"}
 IMAGE_SIZE = 64
@@ -129,8 +129,9 @@ class FashionMnistTask(Task):
     name: str = "fashion-mnist"
     version: str = "1"
     classnames: tuple[str, ...] = CLASSNAMES
-    templates: tuple[str, ...] = TEMPLATES
+    templates: TemplateSet = TEMPLATES
     source: str = "disk"
+    protocol: str = "apm-bench"
 
     def samples(self) -> Sequence[SampleRef]:
         _, labels = load_split(self.root, self.split)

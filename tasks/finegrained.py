@@ -18,6 +18,7 @@ from harness.errors import HarnessError, MissingData
 from tasks.base import LoadedImage, SampleRef, Task, open_rgb
 from tasks.families import TASKS, HubCopy, TaskFamily
 from tasks.request import TaskRequest, find_folder
+from tasks.templates import TemplateSet
 
 Entry = tuple[str, int]
 """(image path relative to the image folder, posix; label)."""
@@ -38,9 +39,11 @@ class SplitTask(Task):
     """The image folder the split file's paths are relative to."""
     entries: tuple[Entry, ...]
     classnames: tuple[str, ...]
-    templates: tuple[str, ...]
+    templates: TemplateSet
     version: str = "1"
     source: str = "disk"
+    protocol: str = "coop"
+    exif_transpose: bool = False
 
     def samples(self) -> Sequence[SampleRef]:
         """Sample id = the split file's relative path (stable across machines): the resume key."""
@@ -48,7 +51,7 @@ class SplitTask(Task):
         return [SampleRef(path, label, str(root / path)) for path, label in self.entries]
 
     def load(self, ref: SampleRef) -> LoadedImage:
-        return open_rgb(ref.locator)
+        return open_rgb(ref.locator, self.exif_transpose)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,10 @@ class Dataset:
     name first, CoOp's second."""
     split_file: str
     read: Callable[[Dataset, TaskRequest], Split]
+
+    @property
+    def templates(self) -> TemplateSet:
+        return TemplateSet(f"coop:{self.name}", (self.template,))
 
     @property
     def origin(self) -> str:
@@ -203,7 +210,8 @@ def build_task(ds: Dataset, request: TaskRequest) -> SplitTask:
         root=str(split.image_dir),
         entries=split.entries,
         classnames=classnames,
-        templates=(ds.template,),
+        templates=ds.templates,
+        exif_transpose=request.data.exif_transpose,
     )
 
 
@@ -257,7 +265,7 @@ def _register(ds: Dataset) -> None:
     hub = None
     if ds.name in HUB_COPIES:
         hub_id, same = HUB_COPIES[ds.name]
-        hub = HubCopy(hub_id, (ds.template,), same_test_set=same)
+        hub = HubCopy(hub_id, same_test_set=same)
     TASKS.add(ds.name, TaskFamily(build, description, layouts=ds.candidates(), hub=hub))
 
 

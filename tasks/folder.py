@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.base import LoadedImage, SampleRef, Task, open_rgb
+from tasks.templates import TemplateSet
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"})
 
@@ -19,9 +20,11 @@ class FolderTask(Task):
     folder_labels: tuple[tuple[str, int], ...]
     """(folder name, label). Never inferred from sorting strings: V2's folders 0..999 are labels."""
     classnames: tuple[str, ...]
-    templates: tuple[str, ...]
+    templates: TemplateSet
+    protocol: str
     version: str = "1"
     source: str = "disk"
+    exif_transpose: bool = False
 
     def samples(self) -> Sequence[SampleRef]:
         """Sample id = path relative to the root (stable across machines); files in sorted order."""
@@ -37,4 +40,4 @@ class FolderTask(Task):
         return refs
 
     def load(self, ref: SampleRef) -> LoadedImage:
-        return open_rgb(ref.locator)
+        return open_rgb(ref.locator, self.exif_transpose)

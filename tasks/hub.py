@@ -1,9 +1,11 @@
 """`--source hub`: CLIP_benchmark's webdataset copies on the Hugging Face hub, read with `datasets`.
 
-The repo is fetched (only the split's shards and the class list) with huggingface_hub, which pins the
-revision: the snapshot's commit is the task version, so it enters the fingerprint and every row.
-Labels follow CLIP_benchmark's class order; where the task has its own class list (ImageNet), they
-are re-mapped by name. Images are decoded in the workers from the stored bytes, never on the driver."""
+The repo is fetched (only the split's shards, the class list and the templates) with huggingface_hub,
+which pins the revision: the snapshot's commit is the task version, so it enters the fingerprint and
+every row. A hub task follows the `clip-benchmark` protocol whole: the copy's labels, its
+classnames.txt and its zeroshot_classification_templates.txt, as CLIP_benchmark evaluates it; it never
+borrows another protocol's names or prompts. Images are decoded in the workers from the stored bytes,
+never on the driver."""
 
 from __future__ import annotations
 
@@ -16,8 +18,12 @@ from harness.errors import HarnessError, MissingData
 from tasks.base import LoadedImage, SampleRef, Task, decode_rgb
 from tasks.families import HubCopy
 from tasks.request import TaskRequest
+from tasks.templates import TemplateSet, from_clip_benchmark
 
 IMAGE_COLUMNS = ("webp", "jpg", "jpeg", "png")
+PROTOCOL = "clip-benchmark"
+CLASSNAMES_FILE = "classnames.txt"
+TEMPLATES_FILE = "zeroshot_classification_templates.txt"
 
 
 @dataclass(frozen=True)
@@ -28,23 +34,24 @@ class HubTask(Task):
     """Local folder of the pinned snapshot (the commit is its name)."""
     split: str
     classnames: tuple[str, ...]
-    templates: tuple[str, ...]
-    label_map: tuple[int, ...]
-    """Hub class index -> this task's label."""
+    templates: TemplateSet
     version: str
     source: str
+    protocol: str = PROTOCOL
+    exif_transpose: bool = False
 
     def samples(self) -> Sequence[SampleRef]:
         """Sample id = hub key (unique within a revision); labels read without decoding an image."""
         table = _dataset(self.snapshot, self.split)[0].select_columns(["__key__", "cls"])[:]
         return [
-            SampleRef(f"{self.split}/{key}", self.label_map[cls], str(i))
+            SampleRef(f"{self.split}/{key}", int(cls), str(i))
             for i, (key, cls) in enumerate(zip(table["__key__"], table["cls"]))
         ]
 
     def load(self, ref: SampleRef) -> LoadedImage:
         dataset, column = _dataset(self.snapshot, self.split)
-        return decode_rgb(dataset[int(ref.locator)][column]["bytes"], f"{self.hub_id} sample {ref.sample_id}")
+        what = f"{self.hub_id} sample {ref.sample_id}"
+        return decode_rgb(dataset[int(ref.locator)][column]["bytes"], what, self.exif_transpose)
 
 
 @cache
@@ -78,42 +85,27 @@ def fetch_snapshot(hub_id: str, split: str, revision: str | None) -> Path:
     return Path(path)
 
 
+def _lines(snapshot: Path, name: str, hub_id: str) -> list[str]:
+    path = snapshot / name
+    if not path.is_file():
+        raise HarnessError(f"hub dataset {hub_id}: no {name} at the repo root")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
 def build_hub_task(request: TaskRequest, hub: HubCopy, split: str = "test") -> HubTask:
-    hub_id, templates = hub.hub_id, hub.templates
-    classnames = hub.classnames() if hub.classnames else None
-    snapshot = fetch_snapshot(hub_id, split, request.data.hub_revision)
-    names_file = snapshot / "classnames.txt"
-    if not names_file.is_file():
-        raise HarnessError(f"hub dataset {hub_id}: no classnames.txt at the repo root")
-    hub_names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
-    if classnames is None:
-        classnames, label_map = tuple(hub_names), tuple(range(len(hub_names)))
-    else:
-        label_map = remap_by_name(hub_names, classnames, hub_id)
+    snapshot = fetch_snapshot(hub.hub_id, split, request.data.hub_revision)
+    classnames = tuple(_lines(snapshot, CLASSNAMES_FILE, hub.hub_id))
+    templates = from_clip_benchmark(f"clip-benchmark:{hub.hub_id.split('/')[-1]}",
+                                    _lines(snapshot, TEMPLATES_FILE, hub.hub_id))
     commit = snapshot.name
     return HubTask(
         name=request.family,
-        hub_id=hub_id,
+        hub_id=hub.hub_id,
         snapshot=str(snapshot),
         split=split,
         classnames=classnames,
         templates=templates,
-        label_map=label_map,
         version=commit,
-        source=f"hub:{hub_id}@{commit}" + ("" if hub.same_test_set else "+not-the-paper-test-set"),
+        source=f"hub:{hub.hub_id}@{commit}" + ("" if hub.same_test_set else "+not-the-paper-test-set"),
+        exif_transpose=request.data.exif_transpose,
     )
-
-
-def remap_by_name(hub_names: list[str], ours: Sequence[str], hub_id: str) -> tuple[int, ...]:
-    """Hub class i -> our label with the same name. Names that repeat in our list (ImageNet's two
-    'missile's and 'sunglasses') are matched in order of appearance, as both lists keep index order."""
-    positions: dict[str, list[int]] = {}
-    for i, name in enumerate(ours):
-        positions.setdefault(name.lower(), []).append(i)
-    mapping = []
-    for name in hub_names:
-        candidates = positions.get(name.lower())
-        if not candidates:
-            raise HarnessError(f"hub dataset {hub_id}: class '{name}' is not among the task's class names")
-        mapping.append(candidates.pop(0))
-    return tuple(mapping)

@@ -26,6 +26,8 @@ def build(request: TaskRequest) -> FolderTask:
         folder_labels=tuple((c, i) for i, c in enumerate(classes)),
         classnames=tuple(c.replace("_", " ") for c in classes),
         templates=OPENAI_IMAGENET,
+        protocol="folder",
+        exif_transpose=request.data.exif_transpose,
     )
 
 

@@ -17,6 +17,8 @@ from tasks.request import TaskRequest, find_folder, has_subfolders
 from tasks.templates import OPENAI_IMAGENET
 
 DATA = Path(__file__).parent / "data"
+PROTOCOL = "clip-imagenet"
+"""CLIP's curated class names and its 80 templates: TPT's and CLIP's protocol for every ImageNet set."""
 
 
 @cache
@@ -96,12 +98,14 @@ def build_variant(variant: Variant, request: TaskRequest) -> FolderTask:
         folder_labels=labels,
         classnames=classnames,
         templates=OPENAI_IMAGENET,
+        protocol=PROTOCOL,
         version=variant.version,
+        exif_transpose=request.data.exif_transpose,
     )
 
 
 def _register(variant: Variant) -> None:
-    hub = HubCopy(variant.hub_id, OPENAI_IMAGENET, lambda: class_space(variant)[1]) if variant.hub_id else None
+    hub = HubCopy(variant.hub_id) if variant.hub_id else None
     TASKS.add(
         variant.name,
         TaskFamily(lambda request: build_variant(variant, request), variant.origin, layouts=variant.layouts, hub=hub),

@@ -15,9 +15,9 @@ from tasks.base import LoadedImage, SampleRef, Task, content_hash
 from tasks.corruptions import CORRUPTIONS, SEVERITIES, as_released_jpeg, corrupt_sample, imagenet_c_view
 from tasks.families import TASKS, TaskFamily
 from tasks.folder import FolderTask
-from tasks.imagenet import VARIANTS, build_variant, class_space, folder_labels
+from tasks.imagenet import PROTOCOL, VARIANTS, build_variant, class_space, folder_labels
 from tasks.request import TaskRequest, find_folder
-from tasks.templates import OPENAI_IMAGENET
+from tasks.templates import OPENAI_IMAGENET, TemplateSet
 
 LAYOUTS = ("imagenet-c", "ImageNet-C", "imagenet_c")
 ORIGIN = "ImageNet-C (Hendrycks & Dietterich), <corruption>/<severity>/<wnid>/*.JPEG"
@@ -35,9 +35,10 @@ class GeneratedCorruptionTask(Task):
     severity: int
     name: str
     classnames: tuple[str, ...]
-    templates: tuple[str, ...]
+    templates: TemplateSet
     version: str = "1"
     source: str = "generated"
+    protocol: str = PROTOCOL
 
     def samples(self) -> Sequence[SampleRef]:
         return self.val.samples()
@@ -78,7 +79,9 @@ def build(request: TaskRequest) -> Task:
         folder_labels=folder_labels(IMAGENET),
         classnames=class_space(IMAGENET)[1],
         templates=OPENAI_IMAGENET,
+        protocol=PROTOCOL,
         source="released",
+        exif_transpose=request.data.exif_transpose,
     )
 
 

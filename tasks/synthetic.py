@@ -15,7 +15,7 @@ from harness.seeding import derive_seed
 from tasks.base import LoadedImage, SampleRef, Task, content_hash
 from tasks.families import TASKS, TaskFamily
 from tasks.request import TaskRequest
-from tasks.templates import OPENAI_IMAGENET
+from tasks.templates import OPENAI_IMAGENET, TemplateSet
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 40, 40),
@@ -35,8 +35,9 @@ class SyntheticTask(Task):
     name: str = "synthetic"
     version: str = "1"
     classnames: tuple[str, ...] = CLASSNAMES
-    templates: tuple[str, ...] = OPENAI_IMAGENET
+    templates: TemplateSet = OPENAI_IMAGENET
     source: str = "drawn"
+    protocol: str = "apm-bench"
 
     def samples(self) -> Sequence[SampleRef]:
         return [

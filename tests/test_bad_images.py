@@ -1,11 +1,13 @@
 """Every kind of bad image either decodes to the right RGB picture or becomes error rows naming the
 file, and the shard completes."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from harness.config import ApmConfig, RunConfig
+from harness.config import ApmConfig, DataConfig, RunConfig
 from harness.engine.shards import plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
 from tasks.base import open_rgb
@@ -31,7 +33,7 @@ def _decodable(folder):
     exif = Image.new("RGB", (60, 20), (0, 0, 200)).getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     Image.new("RGB", (60, 20), (0, 0, 200)).save(folder / "rotated.jpg", exif=exif)
-    made["exif-rotated"] = ("rotated.jpg", (20, 60))
+    made["exif-tagged"] = ("rotated.jpg", (60, 20))  # pixels as stored, as the reference loaders read them
     return made
 
 
@@ -65,6 +67,22 @@ def test_odd_but_valid_images_decode_to_rgb(bad_folder):
     sixteen = np.asarray(open_rgb(root / "good" / "sixteen.png").image)
     assert sixteen.max() > 200 and sixteen.min() < 10  # scaled down to 8 bits, not clipped to white
     assert open_rgb(root / "good" / "palette.png").image.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_exif_orientation_is_applied_only_when_asked(bad_folder, tmp_path):
+    root, _, _ = bad_folder
+    tagged = root / "good" / "rotated.jpg"
+    assert open_rgb(tagged).image.size == (60, 20)  # TPT, CLIP_benchmark, torchvision: Image.open(f).convert("RGB")
+    assert open_rgb(tagged, exif_transpose=True).image.size == (20, 60)
+    folder = tmp_path / "folder" / "cls"
+    folder.mkdir(parents=True)
+    folder.joinpath("a.jpg").write_bytes(tagged.read_bytes())
+    plain = resolve_task(f"imagefolder:{folder.parent}")
+    upright = resolve_task(f"imagefolder:{folder.parent}", DataConfig(exif_transpose=True))
+    ref = plain.samples()[0]
+    assert plain.load(ref).image.size == (60, 20) and upright.load(ref).image.size == (20, 60)
+    base = RunConfig(tasks=("synthetic",), methods=("zeroshot",))
+    assert base.fingerprint() != dataclasses.replace(base, data=DataConfig(exif_transpose=True)).fingerprint()
 
 
 def test_broken_files_become_error_rows_naming_file_and_reason(bad_folder):

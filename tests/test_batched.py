@@ -18,8 +18,9 @@ SMALL = ApmConfig(image_size=64, patch_size=8, hidden=(128, 64), steps=12, lr=1e
 
 @pytest.mark.parametrize(
     "config",
-    [SMALL, dataclasses.replace(SMALL, pooling="mean", use_patch=True, chunk_size=10)],
-    ids=["attention", "mean+patch+chunks"],
+    [SMALL, dataclasses.replace(SMALL, pooling="mean", use_patch=True, chunk_size=10),
+     dataclasses.replace(SMALL, recipe="demo")],
+    ids=["attention", "mean+patch+chunks", "demo-recipe"],
 )
 def test_batched_training_equals_one_at_a_time(config):
     torch.manual_seed(0)

@@ -30,7 +30,9 @@ def test_smoke_run_then_report(tmp_path):
 
     table = apm_bench("report", "--format", "markdown", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
-    lines = table.stdout.strip().splitlines()
+    title, top1 = table.stdout.split("\n\n")[:2]
+    assert title == "Top-1 accuracy (%)"
+    lines = top1.strip().splitlines()
     assert [c.strip() for c in lines[0].split("|")[1:3]] == ["method", "synthetic"]
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["zeroshot", "ensemble", "apm"]
     assert all("(n=48)" in line for line in lines[2:])
@@ -49,6 +51,8 @@ def test_smoke_run_then_report(tmp_path):
         (["run", "--task", "synthetic:1", "--method", "zeroshot", "--model", "ViT-B-16", "--pretrained", "openai"],
          "cannot load teacher --model ViT-B-16 --pretrained openai"),  # raised inside a Ray worker, offline
         (["report", "--format", "xlsx"], "unknown format (--format) 'xlsx'"),
+        (["run", "--suite", "smoke", "--precision", "fp8"], "--precision must be one of fp32, bf16, fp16"),
+        (["run", "--suite", "smoke", "--apm-recipe", "demoo"], "unknown APM recipe (--apm-recipe) 'demoo'; did you mean 'demo'"),
         (["report", "nowhere"], "not a run directory"),
     ],
 )

@@ -73,7 +73,7 @@ def check_task(task: SplitTask, ds: Dataset, image_dir: Path, test: list[list]) 
     assert task.name == ds.name and task.source == "disk" and task.version == "1"
     assert len(task.classnames) == ds.n_classes
     assert task.classnames[:TEST_CLASSES] == tuple(n.replace("_", " ") for n in names[:TEST_CLASSES])
-    assert task.templates == (ds.template,)
+    assert tuple(task.templates) == (ds.template,) and task.templates.name == f"coop:{ds.name}" and task.protocol == "coop"
     refs = task.samples()
     assert [(r.sample_id, r.label) for r in refs] == [(path, label) for path, label, _ in test]
     assert len(refs) == TEST_CLASSES * PER_CLASS and refs[0].label == TEST_CLASSES - 1
@@ -219,7 +219,7 @@ def test_aircraft_reads_its_variant_files(tmp_path: Path, layout: str):
     task = build("fgvc-aircraft", tmp_path)
     assert task.name == "fgvc-aircraft" and len(task.classnames) == 100
     assert task.classnames[:5] == tuple(AIRCRAFT_VARIANTS[:5])
-    assert task.templates == ("a photo of a {}, a type of aircraft.",)
+    assert tuple(task.templates) == ("a photo of a {}, a type of aircraft.",)
     refs = task.samples()
     assert [(r.sample_id, r.label) for r in refs] == [("1514522.jpg", 2), ("0056978.jpg", 0),
                                                       ("2207216.jpg", 4), ("1340192.jpg", 3)]

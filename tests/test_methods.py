@@ -105,3 +105,42 @@ def test_prefetched_shard_gives_the_same_rows_and_is_consumed():
     ahead = worker.process(shard)
     assert "p" not in worker._prefetched
     assert _rows(ahead, refs[1].sample_id) == _rows(plain, refs[1].sample_id)
+
+
+def test_scoring_is_fp32_even_inside_autocast():
+    """Reduced-precision features are allowed; the cosine, softmax and top-k never are."""
+    from harness.methods.base import score
+
+    torch.manual_seed(0)
+    embeddings = torch.randn(64, 32)
+    classifier = torch.nn.functional.normalize(torch.randn(32, 200), dim=0)
+    plain = score(embeddings, classifier, 100.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (torch.randn(4, 4) @ torch.randn(4, 4)).dtype == torch.bfloat16  # autocast is really on
+        inside = score(embeddings, classifier, 100.0)
+    assert inside == plain
+
+
+def test_rows_name_their_protocol_and_template_set():
+    worker, refs = _worker(methods=("zeroshot", "ensemble", "apm", "tpt"))
+    rows = worker.process(Shard("s", "synthetic:2", tuple(refs[:2]))).to_pylist()
+    sets = {r["method"]: r["template_set"] for r in rows}
+    assert sets == {"zeroshot": "single", "ensemble": "openai-imagenet-80", "apm": "openai-imagenet-80",
+                    "tpt": "tpt-context:a photo of a"}
+    assert {r["protocol"] for r in rows} == {"apm-bench"} and {r["n_classes"] for r in rows} == {12}
+    assert all(r["top5_correct"] is not None for r in rows)
+
+
+def test_top5_is_left_empty_below_5_classes(image_folder):
+    worker, _ = _worker(methods=("zeroshot",), task_spec=f"imagefolder:{image_folder}")
+    rows = worker.process(plan_shards([worker.tasks["imagefolder:folder"]], 100)[0]).to_pylist()
+    assert {r["n_classes"] for r in rows} == {3} and all(r["top5_correct"] is None for r in rows)
+    assert all(r["correct"] is not None for r in rows) and {r["protocol"] for r in rows} == {"folder"}
+
+
+def test_the_paper_suites_fill_every_row_the_paper_reports_for_our_methods():
+    from tasks.registry import SUITES
+
+    assert SUITES.get("natural-shift").methods == ("zeroshot", "ensemble", "tpt", "apm")
+    assert SUITES.get("fine-grained").methods == ("zeroshot", "ensemble", "tpt", "apm")
+    assert "tpt" not in SUITES.get("imagenet-c").methods  # Table 2 has no TPT row

@@ -41,9 +41,9 @@ TASKS = ("imagenet", "imagenet-a", "imagenet-v2", "imagenet-r", "imagenet-sketch
 def make_row(task, method, i, correct, error=None, model="ViT-B-16", pretrained="openai", seconds=None, losses=()):
     return Row(
         run_id="r", fingerprint="f", code_version="c", task=task, task_version="1", data_source="disk",
-        sample_id=f"s{i}", content_hash="h", label=1, method=method, model=model, pretrained=pretrained,
+        sample_id=f"s{i}", content_hash="h", label=1, n_classes=10, protocol="clip-imagenet", method=method, model=model, pretrained=pretrained,
         weights_source="tag", seed=i, prediction=None if correct is None else int(correct), correct=correct,
-        top5=[1], top5_correct=correct, confidence=0.5, prediction_before=None, n_templates=1,
+        top5=[1], top5_correct=correct, confidence=0.5, prediction_before=None, n_templates=1, template_set="single",
         ttt_steps=20 if method == "apm" else 0, loss_first=None, loss_last=None, losses=list(losses),
         seconds=seconds if seconds is not None else (2.0 + i if method == "apm" else 0.01), flops=None,
         peak_memory_bytes=None, device="cpu",
@@ -321,7 +321,7 @@ def test_cli_report_table_and_errors(tmp_path):
     assert done.exit_code == 0, done.output
     assert done.output.startswith(GOLDEN)
     plain = runner.invoke(cli.app, ["report", str(run_dir)])
-    assert plain.output.startswith("| method ")
+    assert plain.output.startswith("Top-1 accuracy (%)\n\n| method ")
     bad = runner.invoke(cli.app, ["report", str(run_dir), "--table", "table-9"])
     assert isinstance(bad.exception, HarnessError)
     assert "unknown table (--table) 'table-9'" in str(bad.exception)

@@ -22,13 +22,15 @@ from tasks.sampling import stratified_subset
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def _hub_cache(tmp_path, hub_names: list[str], labels: list[int]):
-    repo = tmp_path / "hub" / "datasets--clip-benchmark--wds_imagenet-a"
+def _hub_cache(tmp_path, repo_name: str, hub_names: list[str], labels: list[int], templates: list[str] | None):
+    repo = tmp_path / "hub" / f"datasets--clip-benchmark--{repo_name}"
     snapshot = repo / "snapshots" / COMMIT
     (snapshot / "test").mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(COMMIT)
     (snapshot / "classnames.txt").write_text("\n".join(hub_names) + "\n")
+    if templates is not None:
+        (snapshot / "zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")
     with tarfile.open(snapshot / "test" / "0.tar", "w") as tar:
         for i, cls in enumerate(labels):
             buf = io.BytesIO()
@@ -39,15 +41,15 @@ def _hub_cache(tmp_path, hub_names: list[str], labels: list[int]):
                 tar.addfile(info, io.BytesIO(data))
 
 
-def test_hub_source_reads_a_pinned_snapshot_and_remaps_labels_by_name(tmp_path):
-    ours = class_space(next(v for v in VARIANTS if v.name == "imagenet-a"))[1]
-    hub_names = list(reversed(ours))  # the hub's class order differs from ours: labels must follow names
-    _hub_cache(tmp_path, hub_names, labels=[0, 1, 199])
+def _resolve_in_subprocess(tmp_path, spec: str) -> dict:
+    """Resolve a hub task offline against the hand-built cache (a fresh process: the cache location is
+    read when huggingface_hub is imported)."""
     code = (
         "import json; from harness.config import DataConfig; from tasks.registry import resolve_task;"
-        "t = resolve_task('imagenet-a', DataConfig(source='hub'));"
+        f"t = resolve_task({spec!r}, DataConfig(source='hub'));"
         "refs = t.samples(); img = t.load(refs[2]);"
-        "print(json.dumps({'source': t.source, 'version': t.version, 'n': len(t.classnames),"
+        "print(json.dumps({'source': t.source, 'version': t.version, 'names': list(t.classnames),"
+        "'protocol': t.protocol, 'template_set': t.templates.name, 'templates': list(t.templates),"
         "'ids': [r.sample_id for r in refs], 'labels': [r.label for r in refs],"
         "'size': img.image.size, 'mode': img.image.mode, 'pixel': img.image.getpixel((0, 0)), 'hash': img.content_hash}))"
     )
@@ -55,11 +57,38 @@ def test_hub_source_reads_a_pinned_snapshot_and_remaps_labels_by_name(tmp_path):
            "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_DATASETS_CACHE": str(tmp_path / "ds")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_hub_source_follows_the_clip_benchmark_protocol_whole(tmp_path):
+    ours = list(class_space(next(v for v in VARIANTS if v.name == "imagenet-a"))[1])
+    hub_names = list(reversed(ours))  # the hub's own class order, not ours
+    _hub_cache(tmp_path, "wds_imagenet-a", hub_names, labels=[0, 1, 199], templates=["a bad photo of a {c}.", "art of the {c}."])
+    got = _resolve_in_subprocess(tmp_path, "imagenet-a")
     assert got["source"] == f"hub:clip-benchmark/wds_imagenet-a@{COMMIT}" and got["version"] == COMMIT
-    assert got["n"] == 200 and got["ids"] == ["test/s00000", "test/s00001", "test/s00002"]
-    assert got["labels"] == [199, 198, 0]
+    assert got["protocol"] == "clip-benchmark" and got["names"] == hub_names  # the hub's names, in its order
+    assert got["labels"] == [0, 1, 199]  # the hub's labels, unchanged
+    assert got["template_set"] == "clip-benchmark:wds_imagenet-a"
+    assert got["templates"] == ["a bad photo of a {}.", "art of the {}."]  # the hub's templates, not CLIP's 80
+    assert got["ids"] == ["test/s00000", "test/s00001", "test/s00002"]
     assert got["size"] == [16, 16] and got["mode"] == "RGB" and abs(got["pixel"][0] - 60) <= 3 and got["hash"]
+
+
+def test_a_fine_grained_hub_task_never_borrows_coops_template(tmp_path):
+    names = [f"texture {i}" for i in range(47)]
+    _hub_cache(tmp_path, "wds_vtab-dtd", names, labels=[5, 6, 7], templates=["a photo of a {c} texture."])
+    got = _resolve_in_subprocess(tmp_path, "dtd")
+    assert got["protocol"] == "clip-benchmark" and got["templates"] == ["a photo of a {} texture."]
+    assert got["names"] == names and got["labels"] == [5, 6, 7]
+    assert got["source"].endswith("+not-the-paper-test-set")
+
+
+def test_a_hub_copy_without_its_templates_is_refused(tmp_path):
+    _hub_cache(tmp_path, "wds_vtab-dtd", ["a", "b"], labels=[0, 1, 0], templates=None)
+    code = "from harness.config import DataConfig; from tasks.registry import resolve_task; resolve_task('dtd', DataConfig(source='hub'))"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "no zeroshot_classification_templates.txt" in out.stderr
 
 
 def test_hub_fetch_failure_is_one_line(tmp_path):

@@ -1,20 +1,24 @@
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from harness import store
 from harness.errors import HarnessError
+from harness.report.accuracy import cells
 from harness.report.render import render
 from harness.store import Row, rows_to_table
 
 
-def _row(task: str, method: str, i: int, correct: bool | None, error: str | None = None, model="apm-tiny") -> Row:
+def _row(task: str, method: str, i: int, correct: bool | None, error: str | None = None, model="apm-tiny",
+         label: int = 1, n_classes: int = 10) -> Row:
+    top5 = None if correct is None or n_classes < 5 else True
     return Row(
         run_id="r", fingerprint="f", code_version="c", task=task, task_version="1", data_source="drawn", sample_id=f"s{i}",
-        content_hash="h", label=1, method=method, model=model, pretrained="none", weights_source="none", seed=i,
+        content_hash="h", label=label, n_classes=n_classes, protocol="apm-bench", method=method, model=model, pretrained="none", weights_source="none", seed=i,
         prediction=None if correct is None else (1 if correct else 0), correct=correct, top5=[1, 0],
-        top5_correct=None if correct is None else True, confidence=0.5, prediction_before=None, n_templates=1,
+        top5_correct=top5, confidence=0.5, prediction_before=None, n_templates=1, template_set="single",
         ttt_steps=0, loss_first=None, loss_last=None, losses=[], seconds=0.1, flops=None, peak_memory_bytes=None, device="cpu", worker="w", error=error,
     )
 
@@ -44,12 +48,35 @@ def test_markdown_report_golden(tmp_path):
         + [_row("other", "apm", 9, None, error="cannot decode image x.jpg")]  # error only: no score
     )
     text = render(store.read_rows([_run_dir(tmp_path, "run", rows)]), "markdown")
-    assert text == (
+    top1 = text.split("\n\n")[:2]
+    assert top1 == [
+        "Top-1 accuracy (%)",
         "| method   | synthetic   | other       | errors   |\n"
         "|----------|-------------|-------------|----------|\n"
         "| zeroshot | 75.0 (n=4)  | 100.0 (n=2) | 0        |\n"
-        "| apm      | 25.0 (n=4)  | - (n=0)     | 1        |"
-    )
+        "| apm      | 25.0 (n=4)  | - (n=0)     | 1        |",
+    ]
+    assert "Top-5 accuracy (%), tasks with at least 5 classes" in text and "Mean per-class recall" in text
+
+
+def test_mean_per_class_recall_is_sklearns_balanced_accuracy_and_top5_needs_5_classes(tmp_path):
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 60)
+    labels[:3] = 3  # a frequent class, so plain and balanced accuracy differ
+    correct = rng.random(60) < np.where(labels == 3, 0.9, 0.3)
+    rows = [_row("four", "zeroshot", i, bool(c), label=int(y), n_classes=4) for i, (y, c) in enumerate(zip(labels, correct))]
+    rows += [_row("ten", "zeroshot", i, i % 3 == 0, label=i % 10, n_classes=10) for i in range(30)]
+    rows += [_row("ten", "zeroshot", 99, None, error="cannot decode image x.jpg", label=7)]
+    long = cells(store.read_rows([_run_dir(tmp_path, "run", rows)])).set_index("task")
+    predictions = np.where(correct, labels, (labels + 1) % 4)  # a wrong answer is another class
+    assert long.loc["four", "mean_per_class_recall"] == pytest.approx(100 * balanced_accuracy_score(labels, predictions))
+    assert long.loc["four", "mean_per_class_recall"] != pytest.approx(long.loc["four", "accuracy"])
+    assert np.isnan(long.loc["four", "top5_accuracy"]) and long.loc["ten", "top5_accuracy"] == 100.0
+    markdown = render(store.read_rows([_run_dir(tmp_path, "run2", rows)]), "markdown")
+    top5 = markdown.split("Top-5 accuracy")[1].split("Mean per-class")[0]
+    assert "n/a" in top5 and "100.0 (n=30)" in top5
 
 
 def test_csv_is_long_form_with_every_cell(tmp_path):

@@ -88,7 +88,7 @@ def test_text_classifier_is_normalised_and_built_once(teacher):
     names = ["red circle", "blue square", "green triangle"]
     single = teacher.classifier(names, [SINGLE_TEMPLATE])
     ensemble = teacher.classifier(names, OPENAI_IMAGENET)
-    assert len(OPENAI_IMAGENET) == 80 and OPENAI_IMAGENET[0] == "a bad photo of a {}."
+    assert len(OPENAI_IMAGENET) == 80 and OPENAI_IMAGENET.templates[0] == "a bad photo of a {}."
     assert single.shape == ensemble.shape == (64, 3)
     torch.testing.assert_close(ensemble.norm(dim=0), torch.ones(3))
     assert not torch.allclose(single, ensemble)

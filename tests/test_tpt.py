@@ -13,11 +13,11 @@ from harness.methods.tpt import (
     TptMethod,
     average_entropy,
     confident_views,
-    make_views,
+    normalisation,
     tune,
     uses_augmix,
-    view_transform,
 )
+from harness.methods.tpt_views import make_augmented_views
 from tasks.synthetic import SyntheticTask
 
 TASK = SyntheticTask(per_class=1)
@@ -28,15 +28,12 @@ def _image(i: int = 4):
     return TASK.load(TASK.samples()[i]).image
 
 
-@pytest.mark.parametrize("augmix", [False, True])
-def test_views_are_64_of_the_model_input_size_and_seeded(teacher, augmix):
-    transform = view_transform(teacher, CFG, augmix)
-    views = make_views(_image(), teacher, transform, 64, seed=3)
-    assert views.shape == (64, 3, 64, 64) and views.dtype == torch.float32
-    assert torch.equal(views[0], teacher.preprocess(_image()))  # view 0 is the plain centre crop
-    assert torch.equal(views, make_views(_image(), teacher, transform, 64, seed=3))
-    assert not torch.equal(views[1:], make_views(_image(), teacher, transform, 64, seed=4)[1:])
-    assert len({v.numpy().tobytes() for v in views}) == 64  # every view differs
+def _features(teacher, seed: int = 0, views: int = 64):
+    """TPT's views of one image as the method makes them: the centre crop, then views-1 seeded crops."""
+    image = _image()
+    mean, std = normalisation(teacher.preprocess)
+    augmented = make_augmented_views(image, views - 1, teacher.input_size, mean, std, seed, augmix=False)
+    return F.normalize(teacher.encode_images(torch.cat([teacher.preprocess(image)[None], augmented])), dim=-1)
 
 
 def test_augmix_is_on_for_fine_grained_sets_only():
@@ -61,18 +58,51 @@ def test_context_starts_as_a_photo_of_a_and_prompts_match_the_plain_text_encoder
 
 def test_one_step_lowers_the_selected_views_average_entropy(teacher):
     learner = PromptLearner(teacher, TASK.classnames, "a photo of a")
-    views = make_views(_image(), teacher, view_transform(teacher, CFG, False), 64, seed=0)
-    features = F.normalize(teacher.encode_images(views), dim=-1)
+    features = _features(teacher)
     with torch.no_grad():
         logits = teacher.logit_scale * features @ learner().T
         chosen = confident_views(logits, 0.1)
         before = average_entropy(logits[chosen])
-    assert len(chosen) == 6
-    losses = tune(learner, features, teacher, CFG)
+    assert len(chosen) == 6  # int(64 * 0.1)
+    losses, selected = tune(learner, features, teacher, CFG)
     with torch.no_grad():
         after = average_entropy(teacher.logit_scale * features[chosen] @ learner().T)
+    assert torch.equal(selected, chosen)
     assert losses == pytest.approx([before.item()], rel=1e-5)
     assert after < before
+
+
+def _replay(learner, features, teacher, cfg, reselect: bool) -> tuple[list[float], list[list[int]]]:
+    """TPT's loop written out from its definition: choose the confident views once (or, wrongly, at
+    every step), entropy of their mean prediction, one AdamW step each."""
+    learner.reset()
+    optimizer = torch.optim.AdamW([learner.ctx], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    chosen, losses, picks = None, [], []
+    for _ in range(cfg.steps):
+        logits = teacher.logit_scale * features @ learner().T
+        if chosen is None or reselect:
+            chosen = confident_views(logits, cfg.top)
+        picks.append(sorted(chosen.tolist()))
+        loss = average_entropy(logits[chosen])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, picks
+
+
+def test_several_steps_keep_the_views_chosen_at_the_first_forward(teacher):
+    cfg = dataclasses.replace(CFG, steps=5, lr=0.5)  # big steps, so the most confident views change
+    learner = PromptLearner(teacher, TASK.classnames, "a photo of a")
+    features = _features(teacher, seed=1)
+    kept, kept_picks = _replay(learner, features, teacher, cfg, reselect=False)
+    moving, moving_picks = _replay(learner, features, teacher, cfg, reselect=True)
+    assert len({tuple(p) for p in moving_picks}) > 1  # re-selecting would have picked other views
+    learner.reset()
+    losses, selected = tune(learner, features, teacher, cfg)
+    assert sorted(selected.tolist()) == kept_picks[0]
+    assert losses == pytest.approx(kept, rel=1e-4)
+    assert losses != pytest.approx(moving, rel=1e-4)
 
 
 def test_reset_restores_the_prompt_exactly_and_results_do_not_depend_on_order(teacher):

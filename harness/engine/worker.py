@@ -24,6 +24,10 @@ from harness.store import Row, rows_to_table
 from tasks.base import LoadedImage, SampleRef, Task
 
 
+TOP5_MIN_CLASSES = 5
+"""As CLIP_benchmark: top-5 accuracy only where a task has at least 5 classes (below, it is always 100%)."""
+
+
 @dataclass(frozen=True)
 class RunIdentity:
     """What every row of a run repeats, so a row on its own says where it came from."""
@@ -150,6 +154,8 @@ class ShardWorker:
             sample_id=ref.sample_id,
             content_hash=content_hash,
             label=ref.label,
+            n_classes=len(task.classnames),
+            protocol=task.protocol,
             method=method,
             model=teacher.model,
             pretrained=teacher.pretrained,
@@ -158,10 +164,11 @@ class ShardWorker:
             prediction=out.prediction,
             correct=(out.prediction == ref.label) if ok else None,
             top5=list(out.top5),
-            top5_correct=(ref.label in out.top5) if ok else None,
+            top5_correct=(ref.label in out.top5) if ok and len(task.classnames) >= TOP5_MIN_CLASSES else None,
             confidence=out.confidence,
             prediction_before=out.prediction_before,
             n_templates=out.n_templates,
+            template_set=out.template_set,
             ttt_steps=out.steps,
             loss_first=out.losses[0] if out.losses else None,
             loss_last=out.losses[-1] if out.losses else None,

@@ -11,19 +11,19 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from harness.config import ApmConfig, RunConfig
 from harness.flops import count_flops
 from harness.methods.base import METHODS, Outcome, SampleInput, score
 from harness.models.apm import ApmNet
 from harness.models.apm_batched import train_batched
-from harness.models.teacher import Teacher, autocast
+from harness.models.teacher import Teacher
+from harness.models.ttt import RECIPES, apm_transform, train_steps
+from harness.precision import autocast
 from tasks.base import Task
-from tasks.templates import SINGLE_TEMPLATE
+from tasks.templates import SINGLE, TemplateSet
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["ApmMethod", "NonFiniteLoss", "TTTResult", "apm_transform", "batch_size", "run_ttt"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -37,24 +37,12 @@ class NonFiniteLoss(RuntimeError):
 @dataclass(frozen=True)
 class TTTResult:
     embedding: torch.Tensor
-    """(D,) the student's embedding after training."""
+    """(D,) the student's embedding the prediction is made from."""
     losses: tuple[float, ...]
     """Loss before each update, one per step."""
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
     """Step k -> (G, D) per-location features of the image after k updates (on the CPU), for the steps
     asked for in `snapshot_steps`; empty otherwise. Figures use it (islands of agreement); scoring does not."""
-
-
-def apm_transform(image_size: int) -> v2.Compose:
-    """The student's view: the whole image squashed to S x S (no crop), ImageNet normalisation."""
-    return v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.Resize((image_size, image_size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
 
 
 def run_ttt(
@@ -65,7 +53,7 @@ def run_ttt(
     precision: str = "fp32",
     snapshot_steps: Collection[int] = (),
 ) -> TTTResult:
-    """Train `net` from a fresh draw on one image (3, S, S) towards `target` (D,).
+    """Train `net` from a fresh draw on one image (3, S, S) towards `target` (D,), by its config's recipe.
 
     `snapshot_steps` (each 0..steps) asks for the per-location features after that many updates; taking
     them is a no-grad forward outside the training computation, so the trajectory is unchanged."""
@@ -82,32 +70,40 @@ def run_ttt(
                 snapshots[step] = net.features(pixels[None])[0].float().cpu()
 
     net.reset_parameters(torch.Generator(device=device).manual_seed(seed))
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)  # fresh state for every sample
     batch = pixels[None].expand(cfg.copies, -1, -1, -1)
     goal = target.float()[None].expand(cfg.copies, -1)
     rgb_goal = net.rgb_target(batch) if cfg.rgb_weight else None
-    losses = []
+
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:
+        if rgb_goal is None:
+            emb = net(batch)
+            loss = F.mse_loss(emb.float(), goal)
+        else:
+            emb, rgb = net.forward_with_rgb(batch)
+            loss = F.mse_loss(emb.float(), goal) + cfg.rgb_weight * F.mse_loss(rgb.float(), rgb_goal)
+        return loss[None], emb[:1]
+
     snapshot(0)
-    for step in range(cfg.steps):
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            if rgb_goal is None:
-                loss = F.mse_loss(net(batch).float(), goal)
-            else:
-                emb, rgb = net.forward_with_rgb(batch)
-                loss = F.mse_loss(emb.float(), goal) + cfg.rgb_weight * F.mse_loss(rgb.float(), rgb_goal)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
-        snapshot(step + 1)
-    with torch.no_grad(), autocast(device, precision):
-        embedding = net(pixels[None])[0].float()
-    trajectory = torch.stack(losses).cpu() if losses else torch.empty(0)  # one sync, not one per step
+    trajectory, last = train_steps(list(net.parameters()), forward, 1, cfg.steps, cfg.lr, RECIPES.get(cfg.recipe),
+                                   device, precision, after_update=snapshot)
+    if last is not None:
+        embedding = last[0]
+    else:
+        with torch.no_grad(), autocast(device, precision):
+            embedding = net(pixels[None])[0].float()
+    result = checked(embedding, trajectory[0])
+    if isinstance(result, NonFiniteLoss):
+        raise result
+    return TTTResult(result.embedding, result.losses, snapshots)
+
+
+def checked(embedding: torch.Tensor, trajectory: torch.Tensor) -> TTTResult | NonFiniteLoss:
+    """A sample's verdict: its embedding and (steps,) losses, or the first step that went non-finite."""
     bad = (~torch.isfinite(trajectory)).nonzero()
     if len(bad) or not torch.isfinite(embedding).all():
-        step = int(bad[0]) if len(bad) else cfg.steps
-        raise NonFiniteLoss(step, tuple(trajectory[: step + 1].tolist()))
-    return TTTResult(embedding, tuple(trajectory.tolist()), snapshots)
+        step = int(bad[0]) if len(bad) else len(trajectory)
+        return NonFiniteLoss(step, tuple(trajectory[: step + 1].tolist()))
+    return TTTResult(embedding, tuple(trajectory.tolist()))
 
 
 @dataclass
@@ -118,7 +114,8 @@ class ApmMethod:
     _flops: dict[tuple, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.transform = apm_transform(self.config.image_size)
+        RECIPES.get(self.config.recipe)  # an unknown recipe fails before any sample
+        self.transform = apm_transform(self.config.image_size, self.config.recipe)
 
     def network(self, teacher: Teacher) -> ApmNet:
         """Built once per worker; its weights are redrawn before every sample, so reuse leaks nothing."""
@@ -128,7 +125,8 @@ class ApmMethod:
 
     def flops(self, net: ApmNet, teacher: Teacher, copies: int) -> int:
         """Per sample: the teacher's forward, `steps` training steps (forward and backward on
-        `copies` images) and the final forward. Counted once per network on a blank image."""
+        `copies` images) and, unless the recipe predicts from the last training forward, the final
+        forward. Counted once per network on a blank image."""
         key = (net.out_dim, copies)
         if key not in self._flops:
             side = self.config.image_size
@@ -136,12 +134,14 @@ class ApmMethod:
             target = torch.zeros(copies, net.out_dim, device=teacher.device)
             step = count_flops(lambda: F.mse_loss(net(image), target).backward())
             net.zero_grad(set_to_none=True)
-            forward = count_flops(lambda: net(image[:1]))  # with grad on: the counter's hooks need it
-            self._flops[key] = teacher.image_flops + self.config.steps * step + forward
+            final = 0
+            if not RECIPES.get(self.config.recipe).predict_from_training_forward:
+                final = count_flops(lambda: net(image[:1]))  # with grad on: the counter's hooks need it
+            self._flops[key] = teacher.image_flops + self.config.steps * step + final
         return self._flops[key]
 
-    def templates(self, task: Task) -> tuple[str, ...]:
-        return (SINGLE_TEMPLATE,) if self.config.templates == "single" else tuple(task.templates)
+    def templates(self, task: Task) -> TemplateSet:
+        return SINGLE if self.config.templates == "single" else task.templates
 
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
         templates = self.templates(task)
@@ -162,12 +162,12 @@ class ApmMethod:
                     net, pixels, torch.stack([s.teacher_embedding for s in group]), [s.seed for s in group],
                     teacher.config.precision,
                 )
-                results = [_checked(embeddings[i], losses[i]) for i in range(len(group))]
+                results = [checked(embeddings[i], losses[i]) for i in range(len(group))]
             share = (time.perf_counter() - clock) / len(group)
             for i, (sample, result) in enumerate(zip(group, results)):
-                seconds = sample.teacher_seconds + share
-                outcome = self._outcome(result, classifier, teacher, before[start + i], len(templates), seconds)
-                outcomes.append(dataclasses.replace(outcome, flops=flops))
+                outcome = self._outcome(result, classifier, teacher, before[start + i], sample.teacher_seconds + share)
+                outcomes.append(dataclasses.replace(outcome, flops=flops, n_templates=len(templates),
+                                                    template_set=templates.name))
         return outcomes
 
     @staticmethod
@@ -179,32 +179,21 @@ class ApmMethod:
 
     @staticmethod
     def _outcome(
-        result: TTTResult | NonFiniteLoss, classifier: torch.Tensor, teacher: Teacher, before: int,
-        n_templates: int, seconds: float,
+        result: TTTResult | NonFiniteLoss, classifier: torch.Tensor, teacher: Teacher, before: int, seconds: float,
     ) -> Outcome:
         if isinstance(result, NonFiniteLoss):
-            return Outcome(None, prediction_before=before, n_templates=n_templates, steps=result.step,
-                           losses=result.losses, seconds=seconds, error=str(result))
+            return Outcome(None, prediction_before=before, steps=result.step, losses=result.losses, seconds=seconds,
+                           error=str(result))
         scores = score(result.embedding[None], classifier, teacher.logit_scale)
         return Outcome(
             prediction=scores.prediction[0],
             top5=scores.top5[0],
             confidence=scores.confidence[0],
             prediction_before=before,
-            n_templates=n_templates,
             steps=len(result.losses),
             losses=result.losses,
             seconds=seconds,
         )
-
-
-def _checked(embedding: torch.Tensor, trajectory: torch.Tensor) -> TTTResult | NonFiniteLoss:
-    """The same verdict run_ttt gives one sample, applied to one slice of a batched run."""
-    bad = (~torch.isfinite(trajectory)).nonzero()
-    if len(bad) or not torch.isfinite(embedding).all():
-        step = int(bad[0]) if len(bad) else len(trajectory)
-        return NonFiniteLoss(step, tuple(trajectory[: step + 1].tolist()))
-    return TTTResult(embedding, tuple(trajectory.tolist()))
 
 
 def batch_size(config: ApmConfig, net: ApmNet, device: torch.device, available: int) -> int:

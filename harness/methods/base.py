@@ -15,6 +15,7 @@ from harness.config import RunConfig
 from harness.models.teacher import Teacher
 from harness.registry import Registry
 from tasks.base import SampleRef, Task
+from tasks.templates import TemplateSet
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class Outcome:
     prediction_before: int | None = None
     """The teacher's own prediction with the same classifier, before any adaptation."""
     n_templates: int = 0
+    template_set: str | None = None
+    """The name of the prompts the classifier came from (`single`, `openai-imagenet-80`, `coop:dtd`,
+    ...), or how a method that learns its prompt started it."""
     steps: int = 0
     losses: tuple[float, ...] = ()
     seconds: float = 0.0
@@ -49,7 +53,7 @@ class Outcome:
 class Method(Protocol):
     name: str
 
-    def templates(self, task: Task) -> tuple[str, ...] | None:
+    def templates(self, task: Task) -> TemplateSet | None:
         """The prompt templates whose text classifier this method scores with (None: it builds its own)."""
         ...
 
@@ -68,11 +72,14 @@ class Scores:
 
 
 def score(embeddings: torch.Tensor, classifier: torch.Tensor, logit_scale: float) -> Scores:
-    """Cosine similarity to each class embedding; confidence = softmax probability at CLIP's scale."""
-    logits = logit_scale * F.normalize(embeddings.float(), dim=-1) @ classifier
-    probs = logits.softmax(dim=-1)
-    k = min(5, classifier.shape[1])
-    top = logits.topk(k, dim=-1).indices
-    conf = probs.gather(1, top[:, :1]).squeeze(1)
+    """Cosine similarity to each class embedding; confidence = softmax probability at CLIP's scale.
+    Always fp32, even when called inside autocast: in bf16 or fp16 near-tied classes can swap, and a
+    method's "before" prediction would no longer equal the zero-shot row of the same sample."""
+    with torch.autocast(embeddings.device.type, enabled=False):
+        logits = logit_scale * F.normalize(embeddings.float(), dim=-1) @ classifier.float()
+        probs = logits.softmax(dim=-1)
+        k = min(5, classifier.shape[1])
+        top = logits.topk(k, dim=-1).indices
+        conf = probs.gather(1, top[:, :1]).squeeze(1)
     return Scores(top[:, 0].tolist(), [tuple(r) for r in top.tolist()], conf.tolist())
 

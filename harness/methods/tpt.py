@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
-from PIL import Image
-from torchvision.transforms import v2
 
 from harness.config import RunConfig, TptConfig
 from harness.errors import HarnessError
 from harness.flops import count_flops
 from harness.methods.base import METHODS, Outcome, SampleInput, score
-from harness.models.teacher import Teacher, autocast
+from harness.methods.tpt_views import make_augmented_views
+from harness.models.teacher import Teacher
+from harness.precision import autocast, grad_scaler
 from tasks.base import Task
+from tasks.templates import SINGLE, SINGLE_TEMPLATE, TemplateSet
 
 FINE_GRAINED_FAMILIES = frozenset(
     {"flowers102", "dtd", "oxford-pets", "ucf101", "caltech101", "food101", "sun397", "fgvc-aircraft", "eurosat",
@@ -44,32 +45,6 @@ def normalisation(preprocess: object) -> tuple[tuple[float, ...], tuple[float, .
         if type(t).__name__ == "Normalize":
             return tuple(t.mean), tuple(t.std)
     raise HarnessError("tpt needs a teacher whose preprocessing ends in Normalize")
-
-
-def view_transform(teacher: Teacher, config: TptConfig, augmix: bool) -> v2.Compose:
-    """One augmented view: a random resized crop of the original image, a flip, AugMix on the
-    fine-grained sets (3 chains of 1-3 ops at severity 1, Dirichlet(1,1,1) weights, Beta(1,1) blend,
-    without the colour ops, as TPT's list), then the teacher's normalisation."""
-    size, (mean, std) = teacher.input_size, normalisation(teacher.preprocess)
-    steps: list = [
-        v2.PILToTensor(),
-        v2.RandomResizedCrop(size, scale=(config.min_scale, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-    ]
-    if augmix:
-        steps.append(v2.AugMix(severity=1, mixture_width=3, chain_depth=-1, alpha=1.0, all_ops=False))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    return v2.Compose(steps)
-
-
-def make_views(image: Image.Image, teacher: Teacher, transform: v2.Compose, n_views: int, seed: int) -> torch.Tensor:
-    """(n_views, 3, S, S): view 0 is the teacher's own preprocessing; the rest are drawn with a
-    per-sample seed inside a forked RNG, so they depend on nothing but the sample."""
-    views = [teacher.preprocess(image)]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        views += [transform(image) for _ in range(n_views - 1)]
-    return torch.stack(views)
 
 
 def view_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -128,25 +103,38 @@ class PromptLearner(torch.nn.Module):
 
 
 def confident_views(logits: torch.Tensor, top: float) -> torch.Tensor:
-    """Indices of the int(N * top) lowest-entropy views (at least one)."""
+    """Indices of the int(N * top) lowest-entropy views (at least one; a stable sort, so ties keep
+    view order)."""
     keep = max(1, int(logits.shape[0] * top))
-    return view_entropy(logits.detach()).argsort()[:keep]
+    return view_entropy(logits.detach()).argsort(stable=True)[:keep]
 
 
-def tune(learner: PromptLearner, features: torch.Tensor, teacher: Teacher, cfg: TptConfig) -> list[float]:
-    """cfg.steps AdamW steps, from a fresh optimiser, on the entropy of the confident views' mean
-    prediction; returns the loss before each step."""
+def tune(
+    learner: PromptLearner, features: torch.Tensor, teacher: Teacher, cfg: TptConfig
+) -> tuple[list[float], torch.Tensor]:
+    """cfg.steps AdamW steps, from a fresh optimiser and loss scaler, on the entropy of the confident
+    views' mean prediction. The confident views are chosen once, from the first forward, and kept for
+    every later step, as TPT's test_time_tuning does. Text features are computed in the run's
+    precision, logits and entropy in fp32. Returns the loss before each step and the chosen views."""
+    device, precision = teacher.device, teacher.config.precision
     optimizer = torch.optim.AdamW([learner.ctx], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = grad_scaler(device, precision)
+    features = features.float()
+    selected: torch.Tensor | None = None
     losses = []
     for _ in range(cfg.steps):
-        with autocast(teacher.device, teacher.config.precision):
-            logits = teacher.logit_scale * features @ learner().T
-            loss = average_entropy(logits[confident_views(logits, cfg.top)])
+        with autocast(device, precision):
+            text = learner()
+        logits = teacher.logit_scale * features @ text.float().T
+        if selected is None:
+            selected = confident_views(logits, cfg.top)
+        loss = average_entropy(logits[selected])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         losses.append(float(loss.detach()))
-    return losses
+    return losses, selected if selected is not None else torch.empty(0, dtype=torch.long)
 
 
 @dataclass
@@ -156,8 +144,11 @@ class TptMethod:
     _learners: dict[tuple, PromptLearner] = field(default_factory=dict, repr=False)
     _flops: dict[tuple, int] = field(default_factory=dict, repr=False)
 
-    def templates(self, task: Task) -> None:
-        return None  # it learns its own prompt
+    def templates(self, task: Task) -> TemplateSet:
+        """The prompt before tuning, as a fixed template: its classifier gives the "before" prediction
+        (with the default context, exactly the zero-shot row's) and is built once per task."""
+        template = f"{self.config.ctx_init} {{}}."
+        return SINGLE if template == SINGLE_TEMPLATE else TemplateSet(f"tpt-init:{self.config.ctx_init}", (template,))
 
     def learner(self, teacher: Teacher, task: Task) -> PromptLearner:
         """One per (task classes) and worker; its context is restored before every sample."""
@@ -167,8 +158,9 @@ class TptMethod:
         return self._learners[key]
 
     def flops(self, teacher: Teacher, task: Task) -> int:
-        """Per sample: every view through the image tower, each step's text forward and backward
-        over all classes, and the text forwards before and after tuning. Counted once per task."""
+        """Per sample: every view through the image tower (view 0 is the shared teacher forward), each
+        step's text forward and backward over all classes, and the text forward after tuning.
+        Counted once per task."""
         key = (id(teacher), task.classnames)
         if key not in self._flops:
             learner = self.learner(teacher, task)
@@ -177,33 +169,43 @@ class TptMethod:
             step = count_flops(lambda: tune(learner, features, teacher, one_step))
             text = count_flops(learner)  # with grad on: the counter's hooks need it
             learner.reset()
-            self._flops[key] = self.config.views * teacher.image_flops + self.config.steps * step + 2 * text
+            self._flops[key] = self.config.views * teacher.image_flops + self.config.steps * step + text
         return self._flops[key]
 
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
         learner = self.learner(teacher, task)
-        transform = view_transform(teacher, self.config, uses_augmix(self.config, task))
+        augmix = uses_augmix(self.config, task)
+        mean, std = normalisation(teacher.preprocess)
         flops = self.flops(teacher, task)
-        return [dataclasses.replace(self.adapt(teacher, learner, transform, s), flops=flops) for s in samples]
+        initial = teacher.classifier(task.classnames, self.templates(task))
+        embeddings = torch.stack([s.teacher_embedding for s in samples])
+        before = score(embeddings, initial, teacher.logit_scale).prediction
+        return [
+            dataclasses.replace(self.adapt(teacher, learner, augmix, (mean, std), s), prediction_before=b, flops=flops)
+            for s, b in zip(samples, before)
+        ]
 
-    def adapt(self, teacher: Teacher, learner: PromptLearner, transform: v2.Compose, sample: SampleInput) -> Outcome:
+    def adapt(self, teacher: Teacher, learner: PromptLearner, augmix: bool,
+              norm: tuple[tuple[float, ...], tuple[float, ...]], sample: SampleInput) -> Outcome:
+        """View 0 is the teacher's own preprocessing (TPT's resize + centre crop), whose embedding the
+        worker has already computed; only the cfg.views - 1 augmented views are encoded here."""
         start = time.perf_counter()
         cfg = self.config
         learner.reset()
-        views = make_views(sample.image, teacher, transform, cfg.views, sample.seed)
-        features = F.normalize(teacher.encode_images(views), dim=-1)  # the image tower is frozen: once
+        views = make_augmented_views(sample.image, cfg.views - 1, teacher.input_size, norm[0], norm[1], sample.seed,
+                                     augmix, cfg.min_scale)
+        features = F.normalize(torch.cat([sample.teacher_embedding[None], teacher.encode_images(views)]), dim=-1)
+        losses, _ = tune(learner, features, teacher, cfg)
         with torch.no_grad(), autocast(teacher.device, teacher.config.precision):
-            before = score(features[:1], learner().T, teacher.logit_scale).prediction[0]
-        losses = tune(learner, features, teacher, cfg)
-        with torch.no_grad(), autocast(teacher.device, teacher.config.precision):
-            result = score(features[:1], learner().T, teacher.logit_scale)
+            text = learner()
+        result = score(features[:1], text.float().T, teacher.logit_scale)
         error = None if all(math.isfinite(v) for v in losses) else "non-finite TPT loss"
         return Outcome(
             prediction=None if error else result.prediction[0],
             top5=() if error else result.top5[0],
             confidence=None if error else result.confidence[0],
-            prediction_before=before,
             n_templates=1,
+            template_set=f"tpt-context:{cfg.ctx_init}",
             steps=len(losses),
             losses=tuple(losses),
             seconds=sample.teacher_seconds + time.perf_counter() - start,

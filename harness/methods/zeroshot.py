@@ -12,7 +12,7 @@ from harness.config import RunConfig
 from harness.methods.base import METHODS, Outcome, SampleInput, score
 from harness.models.teacher import Teacher
 from tasks.base import Task
-from tasks.templates import SINGLE_TEMPLATE
+from tasks.templates import SINGLE, TemplateSet
 
 
 @dataclass
@@ -22,8 +22,8 @@ class PromptMethod:
     name: str
     ensemble: bool
 
-    def templates(self, task: Task) -> tuple[str, ...]:
-        return tuple(task.templates) if self.ensemble else (SINGLE_TEMPLATE,)
+    def templates(self, task: Task) -> TemplateSet:
+        return task.templates if self.ensemble else SINGLE
 
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
         templates = self.templates(task)
@@ -38,6 +38,7 @@ class PromptMethod:
                 top5=scores.top5[i],
                 confidence=scores.confidence[i],
                 n_templates=len(templates),
+                template_set=templates.name,
                 seconds=s.teacher_seconds + share,
                 flops=flops,
             )

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.models.apm import ApmNet, in_chunks
+from harness.models.ttt import RECIPES, train_steps
+from harness.precision import autocast
 
 
 class BatchedApm:
@@ -87,27 +89,24 @@ class BatchedApm:
 def train_batched(
     template: ApmNet, pixels: torch.Tensor, targets: torch.Tensor, seeds: list[int], precision: str = "fp32"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """B samples' TTT at once: (B, 3, S, S) images, (B, D) targets, one seed each. Returns the
-    (B, D) embeddings after training and the (B, steps) loss trajectories (loss before each update),
-    equal to `run_ttt` on each sample alone up to float rounding. Identical copies of an image give
-    the same loss and gradient as one, so `copies` costs nothing here."""
-    from harness.models.teacher import autocast
-
+    """B samples' TTT at once, by the template's recipe: (B, 3, S, S) images, (B, D) targets, one seed
+    each. Returns the (B, D) embeddings the predictions are made from and the (B, steps) loss
+    trajectories (loss before each update), equal to `run_ttt` on each sample alone up to float
+    rounding. Identical copies of an image give the same loss and gradient as one, so `copies` costs
+    nothing here."""
     cfg = template.config
     device = pixels.device
     batch = BatchedApm(template, seeds)
-    fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(batch.parameters(), lr=cfg.lr, fused=fused)  # elementwise: B optimisers
     goal = targets.float()
-    losses = []
-    for _ in range(cfg.steps):
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            per_sample = (batch(pixels).float() - goal).pow(2).mean(dim=1)
-        per_sample.sum().backward()  # slice b of every gradient is sample b's own
-        optimizer.step()
-        losses.append(per_sample.detach())
-    with torch.no_grad(), autocast(device, precision):
-        embeddings = batch(pixels).float()
-    trajectory = torch.stack(losses, dim=1).cpu() if losses else torch.empty(len(seeds), 0)
-    return embeddings, trajectory
+
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:
+        embeddings = batch(pixels)
+        return (embeddings.float() - goal).pow(2).mean(dim=1), embeddings  # slice b's gradient is sample b's own
+
+    fused = device.type in ("cpu", "cuda")  # Adam is elementwise: one optimiser over stacked tensors is B
+    trajectory, last = train_steps(batch.parameters(), forward, len(seeds), cfg.steps, cfg.lr,
+                                   RECIPES.get(cfg.recipe), device, precision, fused=fused)
+    if last is None:
+        with torch.no_grad(), autocast(device, precision):
+            last = batch(pixels).float()
+    return last, trajectory

@@ -3,7 +3,6 @@ zero-shot text classifier, cached per (class names, templates) so it is built on
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import torch
 from harness.config import TeacherConfig
 from harness.errors import HarnessError
 from harness.flops import count_flops
+from harness.precision import autocast
 from harness.registry import unknown_name_message
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -56,13 +56,6 @@ def resolve_source(model: str, pretrained: str) -> ModelSource:
             raise HarnessError(f"--pretrained {pretrained}: no such checkpoint file or directory")
         raise HarnessError(unknown_name_message(f"pretrained tag for {model} (--pretrained)", pretrained, tags or ["none"]))
     return ModelSource(model, pretrained, "tag")
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when asked; CPU always runs fp32."""
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @dataclass

@@ -54,7 +54,7 @@ def compute_islands(
     loaded = load_teacher(teacher, dev)
     target = loaded.encode_images(loaded.preprocess(image)[None])[0]
     net = ApmNet(config, loaded.embed_dim).to(dev)
-    pixels = apm_transform(config.image_size)(image).to(dev)
+    pixels = apm_transform(config.image_size, config.recipe)(image).to(dev)
     result = run_ttt(net, pixels, target, seed, teacher.precision, snapshot_steps=iterations)
     view = np.asarray(image.resize((config.image_size, config.image_size), Image.Resampling.BICUBIC))
     return Islands(view, {k: v.numpy() for k, v in result.snapshots.items()}, net.grid, result.losses)

@@ -1,4 +1,5 @@
-"""Tables to text. Without a paper layout: the generic accuracy pivot (method x task, with n), via
+"""Tables to text. Without a paper layout: the generic pivots (method x task, with n; top-1, top-5 and
+mean per-class recall), via
 tabulate for markdown, LaTeX (booktabs) and HTML, pandas for CSV (long form, every cell) and JSON.
 With a layout (`--table`), render_paper.py does the paper's tables; `render_table` is its entry."""
 
@@ -10,16 +11,22 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.registry import Registry
-from harness.report.accuracy import cells, pivot
+from harness.report.accuracy import METRICS, cells, pivot
 
 Renderer = Callable[[pd.DataFrame], str]
 FORMATS: Registry[Renderer] = Registry("format (--format)")
 
 
 def _tabulated(fmt: str) -> Renderer:
+    """One titled table per metric (top-1 first), each a method x task pivot."""
+
     def render(rows: pd.DataFrame) -> str:
-        headers, body = pivot(cells(rows))
-        return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+        long = cells(rows)
+        parts = []
+        for metric, title in METRICS.items():
+            headers, body = pivot(long, metric)
+            parts.append(f"{title}\n\n" + tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True))
+        return "\n\n".join(parts)
 
     return render
 
