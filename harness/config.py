@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""--precision choices (harness/precision.py maps them to autocast dtypes)."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     model: str = "apm-tiny"
@@ -23,6 +28,9 @@ class TeacherConfig:
     CLIP_benchmark ran by default; its training steps use a gradient scaler."""
     init_seed: int = 0
     """Seed of the random weights when pretrained is `none`: the same tiny teacher on every worker."""
+    weights_sha256: str | None = None
+    """Content hash of the weights (file, or the weight files of a directory), filled when the run is
+    prepared: retrained weights under the same name or path make another fingerprint. None: random."""
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ import contextlib
 
 import torch
 
+from harness.config import PRECISIONS
 from harness.errors import HarnessError
 
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """--precision -> the autocast dtype on CUDA. fp16 is what TPT and CLIP_benchmark ran by default."""
+assert tuple(AUTOCAST_DTYPES) == PRECISIONS, "every --precision needs an autocast dtype"
 
 GRAD_SCALER_INIT = 1000.0
 """TPT's GradScaler(init_scale=1000); the APM demo keeps torch's default, which only differs until the

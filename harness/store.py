@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ class Row:
     model: str
     pretrained: str
     weights_source: str
+    weights_sha256: str | None
+    """Content hash of the teacher's weights (None: random weights from the config's seed)."""
     seed: int
     prediction: int | None
     correct: bool | None
@@ -82,6 +84,7 @@ SCHEMA = pa.schema(
         ("model", pa.string()),
         ("pretrained", pa.string()),
         ("weights_source", pa.string()),
+        ("weights_sha256", pa.string()),
         ("seed", pa.int64()),
         ("prediction", pa.int32()),
         ("correct", pa.bool_()),
@@ -115,11 +118,13 @@ def shard_path(run_dir: Path, shard_id: str) -> Path:
 
 
 def write_shard(run_dir: Path, shard_id: str, table: pa.Table) -> Path:
-    """Atomic: write beside the target under a temporary name, then rename over it."""
+    """Atomic: write beside the target under a temporary name, then rename over it. The temporary file
+    is created with mode 0o666 less the umask (not mkstemp's 0600), so that, as with any file the user
+    writes, others on a shared cluster can read the results."""
     final = shard_path(run_dir, shard_id)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{shard_id}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
+    tmp = str(final.parent / f".{shard_id}.{secrets.token_hex(8)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # O_EXCL: never another's file
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, final)
@@ -134,11 +139,17 @@ def done_shards(run_dir: Path) -> set[str]:
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Atomic like write_shard, with the same umask-respecting mode; no temporary file survives a failure."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=run_dir)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(manifest, fh, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, run_dir / MANIFEST)
+    tmp = str(run_dir / f".manifest.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(manifest, fh, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, run_dir / MANIFEST)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from open_clip import IMAGENET_CLASSNAMES
-
 from harness.errors import HarnessError
+from harness.openclip_meta import zero_shot_metadata
 from tasks.families import TASKS, HubCopy, TaskFamily
 from tasks.folder import FolderTask
 from tasks.request import TaskRequest, find_folder, has_subfolders
@@ -24,6 +23,12 @@ PROTOCOL = "clip-imagenet"
 @cache
 def wnid_list(name: str) -> tuple[str, ...]:
     return tuple((DATA / f"{name}.txt").read_text().split())
+
+
+def imagenet_classnames() -> tuple[str, ...]:
+    """CLIP's curated names of the 1000 classes, open_clip's IMAGENET_CLASSNAMES (two names repeat:
+    classes are keyed by index, never by name)."""
+    return tuple(zero_shot_metadata().IMAGENET_CLASSNAMES)
 
 
 def imagenet_wnids() -> tuple[str, ...]:
@@ -68,10 +73,11 @@ def class_space(variant: Variant) -> tuple[tuple[str, ...], tuple[str, ...]]:
     ImageNet index order, so label = position in the subset and the classifier has 200 columns."""
     all_wnids = imagenet_wnids()
     if variant.subset is None:
-        return all_wnids, tuple(IMAGENET_CLASSNAMES)
+        return all_wnids, imagenet_classnames()
     index = {w: i for i, w in enumerate(all_wnids)}
     subset = wnid_list(variant.subset)
-    return subset, tuple(IMAGENET_CLASSNAMES[index[w]] for w in subset)
+    names = imagenet_classnames()
+    return subset, tuple(names[index[w]] for w in subset)
 
 
 def folder_labels(variant: Variant) -> tuple[tuple[str, int], ...]:

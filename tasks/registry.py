@@ -19,8 +19,6 @@ from tasks.imagenet_c import IMAGENET_C
 from tasks.request import TaskRequest
 
 SOURCES = ("disk", "hub")
-FASHION_TEACHER = "results/teachers/fashion-mnist"
-"""Where the README's `apm-bench teacher train --data fashion-mnist` writes the shift benchmark's teacher."""
 
 
 def resolve_task(
@@ -84,7 +82,7 @@ SUITES.add(
         ("fashion-mnist",) + FASHION_MNIST_C,
         ("zeroshot", "ensemble", "tpt", "apm"),
         "apm-mini",
-        FASHION_TEACHER,
+        "fashion-mnist-teacher",  # $APM_BENCH_HOME/teachers/fashion-mnist, made by `apm-bench teacher train`
         "clean Fashion-MNIST + Table 2's 15 corruptions at severity 5, on a teacher trained here (README)",
         apm={"image_size": 64, "patch_size": 8, "hidden": (256, 256, 128), "steps": 20, "lr": 1e-3},
     ),

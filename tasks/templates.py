@@ -1,16 +1,15 @@
 """Prompt templates as named data. A row records the name of the set its classifier was built from,
 so a reader can tell which prompts produced a number. open_clip ships the 80 OpenAI ImageNet
 templates as callables; calling each with "{}" turns it into a format string that can be pickled,
-hashed and recorded."""
+hashed and recorded. They are read from open_clip's metadata file, without importing open_clip."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from open_clip import OPENAI_IMAGENET_TEMPLATES
-
 from harness.errors import HarnessError
+from harness.openclip_meta import zero_shot_metadata
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ SINGLE_TEMPLATE = "a photo of a {}."
 SINGLE = TemplateSet("single", (SINGLE_TEMPLATE,))
 """TPT's CLIP row: one template for every dataset (the `zeroshot` method)."""
 
-OPENAI_IMAGENET = TemplateSet("openai-imagenet-80", tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES))
+OPENAI_IMAGENET = TemplateSet("openai-imagenet-80", tuple(t("{}") for t in zero_shot_metadata().OPENAI_IMAGENET_TEMPLATES))
 """CLIP's 80 ImageNet templates (open_clip's copy): the ensemble of the ImageNet tasks."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from PIL import Image
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray binds to 127.0.0.1 only
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# trained teachers and the weights-hash cache go to a throwaway home, never the user's ~/.apm-bench
+os.environ.setdefault("APM_BENCH_HOME", tempfile.mkdtemp(prefix="apm-bench-home-"))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from harness.config import DataConfig, ExecConfig, RunConfig
 from harness.engine.runner import prepare
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Problems
 from tasks.base import SampleRef
 from tasks.imagenet import VARIANTS, class_space
 from tasks.sampling import stratified_subset
@@ -111,8 +111,10 @@ def test_limit_is_stratified_seeded_and_in_task_order():
 def test_nothing_starts_until_every_task_has_data(tmp_path):
     (tmp_path / "imagenet-r").mkdir()
     config = RunConfig(tasks=("synthetic:1", "imagenet-a", "imagenet-r"), methods=("zeroshot",))
-    with pytest.raises(HarnessError, match="task imagenet-a: data not found.*and 1 more task"):
+    with pytest.raises(Problems) as found:
         prepare(config, ExecConfig(data_root=str(tmp_path)))
+    assert [p.split(":")[0] for p in found.value.problems[:2]] == ["task imagenet-a", "task imagenet-r"]  # all at once
+    assert found.value.problems[2] == "2 task(s) without data; --skip-missing runs the 1 that have it"
     kept, tasks = prepare(config, ExecConfig(data_root=str(tmp_path), skip_missing=True))
     assert kept.tasks == ("synthetic:1",) and [t.name for t in tasks] == ["synthetic:1"]
     # --skip-missing skips absent data only: a bad parameter still stops the run

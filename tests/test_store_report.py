@@ -7,6 +7,7 @@ import pytest
 from harness import store
 from harness.errors import HarnessError
 from harness.report.accuracy import cells
+from harness.report.stats import estimate
 from harness.report.render import render
 from harness.store import Row, rows_to_table
 
@@ -16,7 +17,7 @@ def _row(task: str, method: str, i: int, correct: bool | None, error: str | None
     top5 = None if correct is None or n_classes < 5 else True
     return Row(
         run_id="r", fingerprint="f", code_version="c", task=task, task_version="1", data_source="drawn", sample_id=f"s{i}",
-        content_hash="h", label=label, n_classes=n_classes, protocol="apm-bench", method=method, model=model, pretrained="none", weights_source="none", seed=i,
+        content_hash="h", label=label, n_classes=n_classes, protocol="apm-bench", method=method, model=model, pretrained="none", weights_source="none", weights_sha256=None, seed=i,
         prediction=None if correct is None else (1 if correct else 0), correct=correct, top5=[1, 0],
         top5_correct=top5, confidence=0.5, prediction_before=None, n_templates=1, template_set="single",
         ttt_steps=0, loss_first=None, loss_last=None, losses=[], seconds=0.1, flops=None, peak_memory_bytes=None, device="cpu", worker="w", error=error,
@@ -51,11 +52,14 @@ def test_markdown_report_golden(tmp_path):
     top1 = text.split("\n\n")[:2]
     assert top1 == [
         "Top-1 accuracy (%)",
-        "| method   | synthetic   | other       | errors   |\n"
-        "|----------|-------------|-------------|----------|\n"
-        "| zeroshot | 75.0 (n=4)  | 100.0 (n=2) | 0        |\n"
-        "| apm      | 25.0 (n=4)  | - (n=0)     | 1        |",
+        "| method   | synthetic                | other                      | Average            | errors   |\n"
+        "|----------|--------------------------|----------------------------|--------------------|----------|\n"
+        "| zeroshot | 75.0 [25.0, 100.0] (n=4) | 100.0 [100.0, 100.0] (n=2) | 87.5 [62.5, 100.0] | 0        |\n"
+        "| apm      | 25.0 [0.0, 75.0] (n=4)   | - (n=0)                    | - (1/2 tasks)      | 1        |",
     ]
+    # the interval is the bootstrap of the cell's own outcomes (drawn from counts, the same draws)
+    est = estimate(np.array([1.0, 1.0, 1.0, 0.0]), "accuracy||zeroshot|apm-tiny|none|synthetic")
+    assert f"75.0 [{est.low:.1f}, {est.high:.1f}] (n=4)" in top1[1]
     assert "Top-5 accuracy (%), tasks with at least 5 classes" in text and "Mean per-class recall" in text
 
 
@@ -76,7 +80,7 @@ def test_mean_per_class_recall_is_sklearns_balanced_accuracy_and_top5_needs_5_cl
     assert np.isnan(long.loc["four", "top5_accuracy"]) and long.loc["ten", "top5_accuracy"] == 100.0
     markdown = render(store.read_rows([_run_dir(tmp_path, "run2", rows)]), "markdown")
     top5 = markdown.split("Top-5 accuracy")[1].split("Mean per-class")[0]
-    assert "n/a" in top5 and "100.0 (n=30)" in top5
+    assert "| n/a    | 100.0 [100.0, 100.0] (n=30) | 100.0 [100.0, 100.0] |" in top5  # the average skips n/a
 
 
 def test_csv_is_long_form_with_every_cell(tmp_path):

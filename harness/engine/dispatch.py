@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from harness.engine.shards import Shard
+from harness import interrupts
 from harness.errors import HarnessError
 
 IN_FLIGHT_PER_ACTOR = 2
@@ -95,7 +96,11 @@ def dispatch(
     for i in range(len(actors)):
         feed(i)
     while pending:
-        [ref], _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        interrupts.check()  # a Ctrl-C whose exception was swallowed still stops the run within a second
+        if not ready:
+            continue
+        ref = ready[0]
         i, shard = pending.pop(ref)
         if shard is None:  # a ping to a restarting actor
             try:

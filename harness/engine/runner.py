@@ -13,22 +13,20 @@ import shutil
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import store
+from harness import interrupts, store
 from harness.config import ExecConfig, RunConfig
 from harness.engine.dispatch import DispatchResult, dispatch
 from harness.engine.shards import Shard, plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
-from harness.errors import HarnessError, MissingData
-from harness.methods import METHODS
-from harness.models.teacher import resolve_source
+from harness.engine.prepare import pin_weights, prepare
+from harness.errors import HarnessError, Interrupted
 from harness.provenance import code_version, package_versions
 from tasks.base import Task
-from tasks.registry import resolve_task
 
 log = logging.getLogger("apm_bench")
 
@@ -45,46 +43,13 @@ class RunSummary:
     """Shards given up on after repeated failures (shard id -> reason); a resume retries them."""
 
 
-def prepare(config: RunConfig, execution: ExecConfig | None = None) -> tuple[RunConfig, list[Task]]:
-    """Check every name and every task's data before anything starts; pin the task versions.
-    Missing data stops the run (all missing tasks named at once) unless --skip-missing."""
-    execution = execution or ExecConfig()
-    if not config.tasks:
-        raise HarnessError("no tasks: give --suite or --task")
-    if not config.methods:
-        raise HarnessError("no methods: give --suite or --method")
-    for name in config.methods:
-        METHODS.get(name)
-    resolve_source(config.teacher.model, config.teacher.pretrained)
-    found: dict[str, Task] = {}
-    missing: list[str] = []
-    for spec in config.tasks:
-        try:
-            found[spec] = resolve_task(spec, config.data, execution.data_root, execution.splits_dir)
-        except MissingData as exc:
-            if not execution.skip_missing:
-                missing.append(str(exc))
-            else:
-                log.warning("skipping: %s", exc)
-    if missing:
-        more = f" (and {len(missing) - 1} more task(s) without data; --skip-missing runs the rest)" if len(missing) > 1 else ""
-        raise HarnessError(missing[0] + more)
-    if not found:
-        raise HarnessError("no task has its data; nothing to run")
-    tasks = list(found.values())
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise HarnessError(f"two tasks share a name: {names}")
-    versions = tuple((spec, task.version) for spec, task in found.items())
-    return replace(config, tasks=tuple(found), task_versions=versions), tasks
-
-
 def new_run_id(config: RunConfig) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{config.suite or 'run'}-{stamp}-{config.fingerprint()[:8]}"
 
 
-def open_run_dir(run_dir: Path, config: RunConfig, execution: ExecConfig, shards_total: int) -> tuple[Path, dict]:
+def open_run_dir(run_dir: Path, config: RunConfig, execution: ExecConfig, shards_total: int,
+                 samples_total: int | None = None) -> tuple[Path, dict]:
     """A new run writes its manifest; an existing one with the same fingerprint is continued; one
     with another config is refused, or left alone for a fresh directory with --force-new."""
     fingerprint = config.fingerprint()
@@ -93,9 +58,13 @@ def open_run_dir(run_dir: Path, config: RunConfig, execution: ExecConfig, shards
         if manifest.get("fingerprint") == fingerprint:
             return run_dir, manifest
         if not execution.force_new:
+            then = manifest.get("config", {}).get("teacher", {}).get("weights_sha256")
+            why = ""
+            if then != config.teacher.weights_sha256:
+                why = f": its teacher weights differ (sha256 {str(then)[:12]}... there, {str(config.teacher.weights_sha256)[:12]}... now)"
             raise HarnessError(
                 f"{run_dir} holds a run with another config (fingerprint {manifest.get('fingerprint')}, "
-                f"requested {fingerprint}); resume it with --resume {run_dir}, or pass --force-new for a new run"
+                f"requested {fingerprint}){why}; resume it with --resume {run_dir}, or pass --force-new for a new run"
             )
         run_dir = run_dir.with_name(new_run_id(config))
     manifest = {
@@ -109,6 +78,7 @@ def open_run_dir(run_dir: Path, config: RunConfig, execution: ExecConfig, shards
         "finished": None,
         "failed_shards": {},
         "shards_total": shards_total,
+        "samples_total": samples_total,
     }
     store.write_manifest(run_dir, manifest)
     return run_dir, manifest
@@ -119,21 +89,19 @@ def _now() -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """ray.init installs its own SIGTERM handler, which aborts the process: put back a clean stop
-    (the same path as Ctrl-C: finished shards kept, a resume hint) for as long as the run lasts."""
+def _our_signal_handlers() -> Iterator[None]:
+    """ray.init installs its own SIGTERM handler, which aborts the process: put back ours (a clean stop
+    with a resume hint, as Ctrl-C) for as long as the run lasts, and the caller's afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    interrupts.install()
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _is_loopback(address: str) -> bool:
@@ -159,45 +127,49 @@ def ray_session(execution: ExecConfig) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    if execution.address:
-        try:
-            ray.init(address=execution.address, log_to_driver=False, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
-            cause = exc.__cause__ or exc
-            first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1][:300]
-            raise HarnessError(
-                f"cannot join the Ray cluster at --address {execution.address}: {first} "
-                "(a cluster with token auth needs RAY_AUTH_MODE=token and its token)"
-            ) from None
-    else:
-        cpus = max(os.cpu_count() or 1, (execution.workers or 1) * execution.threads_per_worker)
-        ray.init(
-            address="local",
-            num_cpus=cpus,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
     try:
-        with _sigterm_interrupts():
+        if execution.address:
+            _join(ray, execution.address)
+        else:
+            cpus = max(os.cpu_count() or 1, (execution.workers or 1) * execution.threads_per_worker)
+            ray.init(
+                address="local",
+                num_cpus=cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        with _our_signal_handlers():
+            interrupts.check()  # a signal that came while Ray started
             yield
     finally:
-        ray.shutdown()
+        ray.shutdown()  # also after an interrupt inside ray.init: no Ray process is left behind
 
 
-class Interrupted(HarnessError):
-    """Ctrl-C or SIGTERM: finished shards are on disk, nothing half-written; the message says how to resume."""
+def _join(ray, address: str) -> None:  # noqa: ANN001 - the ray module, imported by the caller
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+        cause = exc.__cause__ or exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1][:300]
+        raise HarnessError(
+            f"cannot join the Ray cluster at --address {address}: {first} "
+            "(a cluster with token auth needs RAY_AUTH_MODE=token and its token)"
+        ) from None
 
-    exit_code = 130
 
-
-def run(config: RunConfig, execution: ExecConfig) -> RunSummary:
-    config, tasks = prepare(config, execution)
+def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = None) -> RunSummary:
+    """Run `config`. `tasks`, when given, are its tasks as `prepare.check` resolved them (the CLI
+    checks first, to report every problem before anything heavy is imported)."""
+    if tasks is None:
+        config, tasks = prepare(config, execution)
+    else:
+        config = pin_weights(config)
     shards = plan_shards(tasks, config.shard_size, config.data.limit, config.seed)
     requested = Path(execution.out_root) / (execution.run_id or new_run_id(config))
     is_new = not (requested / store.MANIFEST).exists()
-    run_dir, manifest = open_run_dir(requested, config, execution, len(shards))
+    run_dir, manifest = open_run_dir(requested, config, execution, len(shards), sum(len(s.refs) for s in shards))
     is_new = is_new or run_dir != requested
     done = store.done_shards(run_dir)
     todo = [s for s in shards if s.shard_id not in done]
@@ -205,18 +177,21 @@ def run(config: RunConfig, execution: ExecConfig) -> RunSummary:
     result = DispatchResult()
     if todo:
         try:
+            interrupts.check()
             with ray_session(execution):
                 result = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir)
-        except KeyboardInterrupt:
+        except BaseException as exc:
             finished = len(store.done_shards(run_dir))
+            if is_new and not finished:
+                shutil.rmtree(run_dir)  # nothing finished: leave no empty run behind to be reported
+            if not isinstance(exc, KeyboardInterrupt):
+                raise
+            if not finished:
+                raise Interrupted("interrupted before any shard finished; nothing was kept") from None
             raise Interrupted(
                 f"interrupted: {finished}/{len(shards)} shards finished and kept in {run_dir}; "
                 f"finish the rest with: apm-bench run --resume {run_dir}"
             ) from None
-        except BaseException:
-            if is_new and not store.done_shards(run_dir):
-                shutil.rmtree(run_dir)  # nothing finished: leave no empty run behind to be reported
-            raise
     manifest["failed_shards"] = result.failed
     manifest["finished"] = None if result.failed else _now()
     store.write_manifest(run_dir, manifest)
@@ -229,11 +204,6 @@ def run(config: RunConfig, execution: ExecConfig) -> RunSummary:
         errors=result.error_rows,
         failed=dict(result.failed),
     )
-
-
-def resume_config(run_dir: Path) -> RunConfig:
-    """The config a run directory was started with, read back from its manifest."""
-    return RunConfig.from_dict(store.read_manifest(run_dir)["config"])
 
 
 def _dispatch(
@@ -272,6 +242,7 @@ def _dispatch(
     classifiers = actors[0].text_classifiers.remote()
     for actor in actors[1:]:
         actor.adopt_classifiers.remote(classifiers)
+    interrupts.check()
 
     def write(shard: Shard, table) -> None:
         store.write_shard(run_dir, shard.shard_id, table)

@@ -17,7 +17,8 @@ import torch
 from harness.config import RunConfig
 from harness.engine.shards import Shard
 from harness.errors import HarnessError
-from harness.methods import METHODS, Method, Outcome, SampleInput
+from harness.methods import METHODS
+from harness.methods.base import Method, Outcome, SampleInput
 from harness.models.teacher import load_teacher
 from harness.seeding import derive_seed
 from harness.store import Row, rows_to_table
@@ -160,6 +161,7 @@ class ShardWorker:
             model=teacher.model,
             pretrained=teacher.pretrained,
             weights_source=self.teacher.source.kind,
+            weights_sha256=teacher.weights_sha256,
             seed=self.seed(task, ref),
             prediction=out.prediction,
             correct=(out.prediction == ref.label) if ok else None,

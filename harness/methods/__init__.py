@@ -1,6 +1,6 @@
-"""Methods register themselves by name on import."""
+"""Methods by name. Only the registry is imported here: a method's own module (torch, open_clip) is
+loaded when a worker builds it."""
 
-from harness.methods import apm, tpt, zeroshot  # noqa: F401
-from harness.methods.base import METHODS, Method, Outcome, SampleInput
+from harness.methods.registry import METHODS
 
-__all__ = ["METHODS", "Method", "Outcome", "SampleInput"]
+__all__ = ["METHODS"]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from harness.config import ApmConfig, RunConfig
 from harness.flops import count_flops
-from harness.methods.base import METHODS, Outcome, SampleInput, score
+from harness.methods.base import Outcome, SampleInput, score
 from harness.models.apm import ApmNet
 from harness.models.apm_batched import train_batched
 from harness.models.teacher import Teacher
@@ -23,7 +23,7 @@ from harness.precision import autocast
 from tasks.base import Task
 from tasks.templates import SINGLE, TemplateSet
 
-__all__ = ["ApmMethod", "NonFiniteLoss", "TTTResult", "apm_transform", "batch_size", "run_ttt"]
+__all__ = ["ApmMethod", "NonFiniteLoss", "TTTResult", "apm", "apm_transform", "batch_size", "run_ttt"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -215,8 +215,5 @@ def batch_size(config: ApmConfig, net: ApmNet, device: torch.device, available: 
     return max(1, min(available, cap, budget // per_sample))
 
 
-def _apm(config: RunConfig) -> ApmMethod:
+def apm(config: RunConfig) -> ApmMethod:
     return ApmMethod(config.apm)
-
-
-METHODS.add("apm", _apm)

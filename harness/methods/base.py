@@ -3,7 +3,7 @@ teacher embeddings already computed once) and returns one outcome per sample. It
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from harness.config import RunConfig
 from harness.models.teacher import Teacher
-from harness.registry import Registry
 from tasks.base import SampleRef, Task
 from tasks.templates import TemplateSet
 
@@ -60,8 +58,6 @@ class Method(Protocol):
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]: ...
 
 
-MethodFactory = Callable[[RunConfig], Method]
-METHODS: Registry[MethodFactory] = Registry("method (--method)")
 
 
 @dataclass(frozen=True)

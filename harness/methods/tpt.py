@@ -17,7 +17,7 @@ from open_clip.transformer import text_global_pool
 from harness.config import RunConfig, TptConfig
 from harness.errors import HarnessError
 from harness.flops import count_flops
-from harness.methods.base import METHODS, Outcome, SampleInput, score
+from harness.methods.base import Outcome, SampleInput, score
 from harness.methods.tpt_views import make_augmented_views
 from harness.models.teacher import Teacher
 from harness.precision import autocast, grad_scaler
@@ -213,8 +213,5 @@ class TptMethod:
         )
 
 
-def _tpt(config: RunConfig) -> TptMethod:
+def tpt(config: RunConfig) -> TptMethod:
     return TptMethod(config.tpt)
-
-
-METHODS.add("tpt", _tpt)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.config import RunConfig
-from harness.methods.base import METHODS, Outcome, SampleInput, score
+from harness.methods.base import Outcome, SampleInput, score
 from harness.models.teacher import Teacher
 from tasks.base import Task
 from tasks.templates import SINGLE, TemplateSet
@@ -46,13 +46,9 @@ class PromptMethod:
         ]
 
 
-def _zeroshot(_: RunConfig) -> PromptMethod:
+def zeroshot(_: RunConfig) -> PromptMethod:
     return PromptMethod("zeroshot", ensemble=False)
 
 
-def _ensemble(_: RunConfig) -> PromptMethod:
+def ensemble(_: RunConfig) -> PromptMethod:
     return PromptMethod("ensemble", ensemble=True)
-
-
-METHODS.add("zeroshot", _zeroshot)
-METHODS.add("ensemble", _ensemble)

@@ -3,7 +3,6 @@ zero-shot text classifier, cached per (class names, templates) so it is built on
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,48 +14,10 @@ from harness.config import TeacherConfig
 from harness.errors import HarnessError
 from harness.flops import count_flops
 from harness.precision import autocast
-from harness.registry import unknown_name_message
+from harness.models.sources import ModelSource, resolve_source, weights_sha256
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(CONFIG_DIR)  # registers `apm-tiny` and `apm-mini` beside open_clip's own configs
-
-SHIPPED_WEIGHTS = {"synthetic-teacher": Path(__file__).parent / "weights" / "synthetic-teacher"}
-"""--pretrained names for weights shipped in the package (open_clip local-dir form): a name, not a
-path, goes into the config, so the fingerprint is the same wherever the package is installed."""
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """What open_clip is asked for: its own (model_name, pretrained) pair."""
-
-    model_name: str
-    pretrained: str | None
-    kind: str
-    """tag, hf-hub, file, local-dir or none: recorded so a row says where its weights came from."""
-
-
-def resolve_source(model: str, pretrained: str) -> ModelSource:
-    """Map --model/--pretrained onto open_clip's schemes, with one-line errors for what cannot work."""
-    if pretrained.startswith("hf-hub:"):
-        return ModelSource(pretrained, None, "hf-hub")
-    if model not in open_clip.list_models():
-        raise HarnessError(unknown_name_message("model (--model)", model, open_clip.list_models()))
-    if pretrained in ("none", ""):
-        return ModelSource(model, None, "none")
-    if pretrained in SHIPPED_WEIGHTS:
-        return ModelSource(f"local-dir:{SHIPPED_WEIGHTS[pretrained]}", None, "shipped")
-    path = Path(pretrained).expanduser()
-    if path.is_dir():
-        return ModelSource(f"local-dir:{path}", None, "local-dir")
-    if path.is_file():
-        return ModelSource(model, str(path), "file")
-    tags = open_clip.list_pretrained_tags_by_model(model)
-    if pretrained not in tags:
-        if os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth")):
-            raise HarnessError(f"--pretrained {pretrained}: no such checkpoint file or directory")
-        raise HarnessError(unknown_name_message(f"pretrained tag for {model} (--pretrained)", pretrained, tags or ["none"]))
-    return ModelSource(model, pretrained, "tag")
-
 
 @dataclass
 class Teacher:
@@ -139,6 +100,11 @@ def load_teacher(config: TeacherConfig, device: str | torch.device = "cpu") -> T
             raise HarnessError(
                 f"cannot load teacher --model {config.model} --pretrained {config.pretrained}: {first}"
             ) from exc
+    if config.weights_sha256 is not None and weights_sha256(source) != config.weights_sha256:
+        raise HarnessError(
+            f"the weights of --pretrained {config.pretrained} here ({source.path or source.model_name}) are not the "
+            f"ones this run started with (sha256 {config.weights_sha256[:12]}...); every node must hold the same weights"
+        )
     model.eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(source.model_name)
     with torch.no_grad():

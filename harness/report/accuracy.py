@@ -1,12 +1,19 @@
-"""Top-1, top-5 and mean per-class recall per (method, teacher) x task, with n, from the rows of one
-or more runs. The three are CLIP_benchmark's classification metrics."""
+"""Top-1, top-5 and mean per-class recall per (run, method, teacher) x task, with n, intervals and an
+average over the tasks, from the rows of one or more runs. The three are CLIP_benchmark's
+classification metrics."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-KEYS = ["method", "model", "pretrained", "task"]
-COLUMNS = [*KEYS, "n", "correct", "accuracy", "top5_accuracy", "mean_per_class_recall", "errors"]
+from harness.report.stats import RESAMPLES, Estimate, estimate_counts, mean_of
+
+GROUP = ["run", "method", "model", "pretrained"]
+"""One line of a table; `run` is "" when runs are pooled (harness.report.inputs)."""
+KEYS = [*GROUP, "task"]
+COLUMNS = [*KEYS, "n", "correct", "accuracy", "top5_n", "top5_correct", "top5_accuracy", "mean_per_class_recall",
+           "errors"]
 
 METRICS: dict[str, str] = {
     "accuracy": "Top-1 accuracy (%)",
@@ -14,15 +21,20 @@ METRICS: dict[str, str] = {
     "mean_per_class_recall": "Mean per-class recall (%), i.e. balanced accuracy",
 }
 """Column of `cells` -> the title of its table."""
+COUNTS = {"accuracy": ("n", "correct"), "top5_accuracy": ("top5_n", "top5_correct")}
+"""Metrics that are means of 0/1 outcomes: (trials, hits) columns, from which intervals are drawn."""
 
 
 def cells(rows: pd.DataFrame) -> pd.DataFrame:
-    """Long form, one line per (method, model, pretrained, task): n scored, correct, the three metrics,
-    errors. Error rows are counted apart, never scored as wrong or right. Top-5 counts only rows that
-    carry it (the worker leaves it empty where a task has fewer than 5 classes). Mean per-class recall
-    averages the recall of every class that has a scored sample (sklearn's balanced_accuracy_score)."""
+    """Long form, one line per (run, method, model, pretrained, task): n scored, correct, the three
+    metrics, errors. Error rows are counted apart, never scored as wrong or right. Top-5 counts only
+    rows that carry it (the worker leaves it empty where a task has fewer than 5 classes). Mean
+    per-class recall averages the recall of every class that has a scored sample (sklearn's
+    balanced_accuracy_score)."""
     if rows.empty:
         return pd.DataFrame(columns=COLUMNS)
+    if "run" not in rows.columns:
+        rows = rows.assign(run="")
     scored = rows["error"].isna()
     frame = rows.assign(
         scored=scored,
@@ -35,7 +47,7 @@ def cells(rows: pd.DataFrame) -> pd.DataFrame:
         {
             "n": grouped["scored"].sum(),
             "correct": grouped["hit"].sum(),
-            "has5": grouped["has5"].sum(),
+            "top5_n": grouped["has5"].sum(),
             "top5_correct": grouped["hit5"].sum(),
             "errors": grouped["scored"].size() - grouped["scored"].sum(),
         }
@@ -44,33 +56,67 @@ def cells(rows: pd.DataFrame) -> pd.DataFrame:
     out["mean_per_class_recall"] = 100.0 * per_class.groupby(level=KEYS, sort=False, dropna=False).mean()
     out = out.reset_index()
     out["accuracy"] = 100.0 * out["correct"] / out["n"].where(out["n"] > 0)
-    out["top5_accuracy"] = 100.0 * out.pop("top5_correct") / out.pop("has5").where(lambda h: h > 0)
+    out["top5_accuracy"] = 100.0 * out["top5_correct"] / out["top5_n"].where(out["top5_n"] > 0)
     return out[COLUMNS]
 
 
-def pivot(long: pd.DataFrame, metric: str = "accuracy") -> tuple[list[str], list[list[str]]]:
-    """Rows = method (with the teacher when runs mix teachers), columns = tasks in order of appearance;
-    each cell `value (n=N)`, `-` where there is no scored sample, `n/a` where the metric does not apply."""
+def cell_estimate(row: object | None, metric: str, key: str, seed: int, resamples: int) -> Estimate:
+    """The cell's value with a bootstrap interval where the metric is a mean of 0/1 outcomes."""
+    if row is None or not row.n or pd.isna(getattr(row, metric)):  # type: ignore[attr-defined]
+        return Estimate(None, None, None, 0)
+    if metric in COUNTS:
+        trials, hits = (int(getattr(row, c)) for c in COUNTS[metric])
+        return estimate_counts(np.array([0.0, 1.0]), np.array([trials - hits, hits]), key, seed, resamples)
+    return Estimate(float(getattr(row, metric)), None, None, int(row.n))  # type: ignore[attr-defined]
+
+
+def pivot(long: pd.DataFrame, metric: str = "accuracy", seed: int = 0,
+          resamples: int = RESAMPLES) -> tuple[list[str], list[list[str]]]:
+    """Rows = method (with the run where runs are side by side, and the teacher when teachers are
+    mixed), columns = tasks in order of appearance and their unweighted Average; each cell
+    `value [95% interval] (n=N)`, `- (n=0)` where there is no scored sample, `n/a` where the metric
+    does not apply."""
     tasks = list(dict.fromkeys(long["task"]))
-    teachers = long[["model", "pretrained"]].drop_duplicates()
-    label_teacher = len(teachers) > 1
+    label_teacher = len(long[["model", "pretrained"]].drop_duplicates()) > 1
     has_errors = bool(long["errors"].sum()) if len(long) else False
-    headers = ["method", *tasks] + (["errors"] if has_errors else [])
+    average = len(tasks) > 1
+    headers = ["method", *tasks] + (["Average"] if average else []) + (["errors"] if has_errors else [])
     body = []
-    for (method, model, pretrained), group in long.groupby(["method", "model", "pretrained"], sort=False):
+    for (run, method, model, pretrained), group in long.groupby(GROUP, sort=False):
         by_task = {row.task: row for row in group.itertuples()}
-        label = f"{method} ({model}/{pretrained})" if label_teacher else method
-        line = [label] + [_cell(by_task.get(task), metric) for task in tasks]
+        label = method + (f" [{run}]" if run else "") + (f" ({model}/{pretrained})" if label_teacher else "")
+        estimates = [cell_estimate(by_task.get(t), metric, f"{metric}|{run}|{method}|{model}|{pretrained}|{t}",
+                                   seed, resamples) for t in tasks]
+        line = [label] + [_text(by_task.get(t), e) for t, e in zip(tasks, estimates)]
+        if average:  # over the tasks where the metric applies (top-5 needs 5 classes)
+            rows = [by_task.get(t) for t in tasks]
+            line.append(_average([e for r, e in zip(rows, estimates) if not (r is not None and r.n and e.value is None)],
+                                 metric))
         if has_errors:
             line.append(str(int(group["errors"].sum())))
         body.append(line)
     return headers, body
 
 
-def _cell(row: object | None, metric: str) -> str:
+def _interval(est: Estimate) -> str:
+    return f" [{est.low:.1f}, {est.high:.1f}]" if est.low is not None and est.high is not None else ""
+
+
+def _text(row: object | None, est: Estimate) -> str:
     if row is None or not row.n:  # type: ignore[attr-defined]
         return "- (n=0)"
-    value = getattr(row, metric)
-    if pd.isna(value):
+    if est.value is None:
         return "n/a"
-    return f"{value:.1f} (n={int(row.n)})"  # type: ignore[attr-defined]
+    return f"{est.value:.1f}{_interval(est)} (n={est.n})"
+
+
+def _average(estimates: list[Estimate], metric: str) -> str:
+    if not estimates:
+        return "n/a"
+    present = [e for e in estimates if e.value is not None]
+    if len(present) < len(estimates):
+        return f"- ({len(present)}/{len(estimates)} tasks)"
+    if metric in COUNTS:
+        mean = mean_of(estimates)
+        return f"{mean.value:.1f}{_interval(mean)}" if mean is not None else "-"
+    return f"{np.mean([e.value for e in estimates]):.1f}"

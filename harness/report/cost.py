@@ -44,17 +44,18 @@ def _median(series: pd.Series) -> float | None:
     return float(series.median()) if len(series) else None
 
 
-def cost_lines(rows: pd.DataFrame, groups: list[tuple[str, str, str]]) -> list[CostLine]:
-    """One line per (method, model, pretrained) in `groups`, over the scored rows of `rows`."""
+def cost_lines(rows: pd.DataFrame, groups: list[tuple[str, str, str, str]]) -> list[CostLine]:
+    """One line per (method, model, pretrained, run) in `groups`, over the scored rows of `rows`."""
     flops_col, memory_col = _column(rows, FLOPS_COLUMNS), _column(rows, MEMORY_COLUMNS)
     out = []
-    parts = dict(iter(rows.groupby(["method", "model", "pretrained"], sort=False)))
-    for method, model, pretrained in groups:
-        frame = parts.get((method, model, pretrained), rows.iloc[:0])
+    parts = dict(iter(rows.groupby(["method", "model", "pretrained", "run"], sort=False)))
+    for method, model, pretrained, run in groups:
+        frame = parts.get((method, model, pretrained, run), rows.iloc[:0])
         scored = frame[frame["error"].isna()]
         memory = scored[memory_col].dropna() if memory_col else pd.Series(dtype=float)
         out.append(CostLine(
-            label=method_label(method), teacher=teacher_label(model, pretrained), method=method, model=model,
+            label=method_label(method) + (f" [{run}]" if run else ""), teacher=teacher_label(model, pretrained),
+            method=method, model=model,
             pretrained=pretrained, n=len(scored), errors=len(frame) - len(scored),
             seconds=_median(scored["seconds"]), steps=_median(scored["ttt_steps"]),
             flops=_median(scored[flops_col]) if flops_col else None,

@@ -38,27 +38,36 @@ def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
 
 
-def accuracy_vs_seconds(rows: pd.DataFrame, path: Path) -> Path:
-    """One colour per method x teacher: a small point per task (accuracy with its 95% interval against
-    the median seconds per sample) and a large one for the mean over tasks, so the price of each
-    point of accuracy is visible at a glance."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+"""One shape per method x teacher (with its colour), drawn hollow: two methods at the same point (both
+100% at the same cost, say) stay visible as two outlines instead of one hiding the other."""
+ACCURACY_LIMITS = (0.0, 100.0)
+"""The accuracy axis is exactly 0-100 %; markers on its edges are drawn unclipped, so no tick above 100
+is needed to show a 100% point in full."""
+
+
+def accuracy_figure(rows: pd.DataFrame) -> Figure:
+    """One colour and marker shape per method x teacher: a small hollow point per task (accuracy with
+    its 95% interval against the median seconds per sample) and a large hollow one for the mean over
+    tasks (the legend entry), so the price of each point of accuracy is visible at a glance."""
     fig = Figure(figsize=RUN_FIGSIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     scored = rows[rows["error"].isna()]
     parts = dict(iter(scored.groupby(GROUP_KEYS, sort=False))) if len(scored) else {}
     for i, (method, model, pretrained) in enumerate(groups_in_order(scored)):
-        colour = f"C{i % 10}"
+        colour, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
         frame = parts[(method, model, pretrained)]
-        accs, secs = [], []
+        accs = []
         for task, part in frame.groupby("task", sort=False):
             est = estimate(outcomes(part), f"fig|{method}|{task}")
             x = float(part["seconds"].median())
-            ax.errorbar([x], [est.value], yerr=[[est.value - est.low], [est.high - est.value]], fmt="o",
-                        color=colour, alpha=0.5, markersize=4, capsize=2)
+            ax.errorbar([x], [est.value], yerr=[[est.value - est.low], [est.high - est.value]], fmt=marker,
+                        color=colour, markerfacecolor="none", alpha=0.5, markersize=5, capsize=2, clip_on=False)
             accs.append(est.value)
-            secs.append(x)
-        ax.plot([float(np.median(frame["seconds"]))], [float(np.mean(accs))], marker="D", markersize=10,
-                color=colour, linestyle="none", label=_label(method, model, pretrained))
+        # the mean: sizes step down between groups, so hollow outlines at one point nest instead of covering
+        ax.plot([float(np.median(frame["seconds"]))], [float(np.mean(accs))], marker=marker,
+                markersize=15 - 4 * (i % 3), markerfacecolor="none", markeredgewidth=1.5, alpha=0.85, color=colour,
+                linestyle="none", clip_on=False, label=_label(method, model, pretrained))
     if len(scored):
         positive = scored["seconds"][scored["seconds"] > 0]
         if len(positive) and positive.max() > 10 * positive.min():
@@ -66,11 +75,17 @@ def accuracy_vs_seconds(rows: pd.DataFrame, path: Path) -> Path:
         ax.legend(loc="best", fontsize="small")
     else:
         _empty(ax, "no scored rows")
+    ax.set_ylim(*ACCURACY_LIMITS)
     ax.set_xlabel("median seconds per sample")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Accuracy against cost (small: per task with 95% interval; large: mean over tasks)", fontsize="medium")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return fig
+
+
+def accuracy_vs_seconds(rows: pd.DataFrame, path: Path) -> Path:
+    """accuracy_figure as a PNG (the figure itself is separate so that tests can read its artists)."""
+    return _save(accuracy_figure(rows), path)
 
 
 def loss_curves(rows: pd.DataFrame, path: Path, individual: int = 20) -> Path:

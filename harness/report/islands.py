@@ -68,5 +68,5 @@ def plot_islands(
     islands = compute_islands(image_path, teacher, apm, iterations, seed, device)
     path = out if out.suffix.lower() == ".png" else out / f"islands-{image_path.stem}.png"
     title = (f"APM per-location features, PCA to RGB; teacher {teacher.model}/{teacher.pretrained}, "
-             f"grid {islands.grid}x{islands.grid}, lr {apm.lr:g}")
+             f"grid {islands.grid}x{islands.grid}, lr {apm.lr:g}" + (", patch pixels in" if apm.use_patch else ""))
     return islands_figure(islands.image, islands.snapshots, islands.grid, path, title)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from harness.errors import HarnessError
 from harness.report.cost import CostLine, cost_lines, cost_notes
 from harness.report.stats import RESAMPLES, Estimate, estimate, mean_of, pair
 from harness.report.tables import (
@@ -22,7 +23,9 @@ STATED_TOLERANCE = 0.1
 alone (each column is rounded to 0.05 at most, and so is the stated value)."""
 
 Group = tuple[str, str, str]
-"""(method, model, pretrained): one measured row of a table."""
+"""(method, model, pretrained): a method with one teacher (figures draw one series each)."""
+LineKey = tuple[str, str, str, str]
+"""(method, model, pretrained, run): one measured row of a table; run is "" where runs are pooled."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class Line:
     pretrained: str
     cells: tuple[Cell, ...]
     """One per `spec.keys`: the task columns, then the summaries."""
+    run: str = ""
+    """The run id where runs are shown side by side (harness.report.inputs); "" where pooled."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,17 @@ def groups_in_order(rows: pd.DataFrame) -> list[Group]:
 
 
 GROUP_KEYS = ["method", "model", "pretrained"]
+LINE_KEYS = [*GROUP_KEYS, "run"]
+
+
+def lines_in_order(rows: pd.DataFrame) -> list[LineKey]:
+    """groups_in_order, each group split by run (in order of appearance) where runs are side by side."""
+    runs = {g: list(dict.fromkeys(part["run"])) for g, part in rows.groupby(GROUP_KEYS, sort=False)}
+    return [(*g, run) for g in groups_in_order(rows) for run in runs[g]]
+
+
+def run_label(label: str, run: str) -> str:
+    return f"{label} [{run}]" if run else label
 
 
 def outcomes(frame: pd.DataFrame) -> np.ndarray:
@@ -109,8 +125,8 @@ def outcomes(frame: pd.DataFrame) -> np.ndarray:
     return frame["correct"].fillna(False).astype(bool).to_numpy(dtype=np.float64)
 
 
-def measured_line(spec: TableSpec, group: Group, by_cell: dict, seed: int, resamples: int) -> Line:
-    method, model, pretrained = group
+def measured_line(spec: TableSpec, group: LineKey, by_cell: dict, seed: int, resamples: int) -> Line:
+    method, model, pretrained, run = group
     estimates, cells = {}, []
     for task in spec.tasks:
         frame = by_cell.get((*group, task))
@@ -119,11 +135,12 @@ def measured_line(spec: TableSpec, group: Group, by_cell: dict, seed: int, resam
             cells.append(Cell(None))
             continue
         scored = frame[frame["error"].isna()]
-        est = estimate(outcomes(scored), f"cell|{method}|{model}|{pretrained}|{task}", seed, resamples)
+        est = estimate(outcomes(scored), f"cell|{method}|{model}|{pretrained}|{task}" + (f"|{run}" if run else ""),
+                       seed, resamples)
         estimates[task] = est
         cells.append(_cell(est, errors=len(frame) - len(scored)))
-    return Line("measured", method_label(method), teacher_label(model, pretrained), method, model, pretrained,
-                tuple(cells + _summaries(spec, estimates)))
+    return Line("measured", run_label(method_label(method), run), teacher_label(model, pretrained), method, model,
+                pretrained, tuple(cells + _summaries(spec, estimates)), run)
 
 
 def paper_line(spec: TableSpec, ref: ReferenceRow) -> tuple[Line, list[str]]:
@@ -150,7 +167,8 @@ def difference_line(ours: Line, paper: Line) -> Line:
         Cell(a.value - b.value) if a.value is not None and b.value is not None else Cell(None)
         for a, b in zip(ours.cells, paper.cells)
     )
-    return Line("vs-paper", f"{ours.label} [ours - paper]", ours.teacher, ours.method, ours.model, ours.pretrained, cells)
+    return Line("vs-paper", f"{ours.label} [ours - paper]", ours.teacher, ours.method, ours.model, ours.pretrained, cells,
+                ours.run)
 
 
 def _per_sample(frame: pd.DataFrame | None) -> dict[str, float]:
@@ -164,28 +182,31 @@ def _per_sample(frame: pd.DataFrame | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in means.items()}
 
 
-def paired_lines(spec: TableSpec, groups: list[Group], by_cell: dict, seed: int, resamples: int
+def paired_lines(spec: TableSpec, groups: list[LineKey], by_cell: dict, seed: int, resamples: int
                  ) -> tuple[list[Line], list[str]]:
+    """Each method against zero-shot of the same teacher and the same run, on the same sample ids."""
     lines, notes, unpaired = [], [], []
-    for method, model, pretrained in groups:
+    for method, model, pretrained, run in groups:
         if method == BASELINE:
             continue
         teacher = teacher_label(model, pretrained)
-        if (BASELINE, model, pretrained) not in groups:
-            notes.append(f"{method_label(method)} {teacher}: no {BASELINE} rows with this teacher, nothing pairs.")
+        if (BASELINE, model, pretrained, run) not in groups:
+            notes.append(f"{run_label(method_label(method), run)} {teacher}: no {BASELINE} rows with this teacher"
+                         + (" in this run" if run else "") + ", nothing pairs.")
         estimates, cells = {}, []
         for task in spec.tasks:
-            ours = _per_sample(by_cell.get((method, model, pretrained, task)))
-            base = _per_sample(by_cell.get((BASELINE, model, pretrained, task)))
+            ours = _per_sample(by_cell.get((method, model, pretrained, run, task)))
+            base = _per_sample(by_cell.get((BASELINE, model, pretrained, run, task)))
             pairing = pair(ours, base) if ours else pair({}, {})  # no data at all is a missing cell, not unpairing
-            est = estimate(pairing.differences, f"paired|{method}|{model}|{pretrained}|{task}", seed, resamples)
+            key = f"paired|{method}|{model}|{pretrained}|{task}" + (f"|{run}" if run else "")
+            est = estimate(pairing.differences, key, seed, resamples)
             estimates[task] = est
             cells.append(_cell(est, unpaired=pairing.unpaired))
             if pairing.unpaired:
                 unpaired.append(f"{method_label(method)} {teacher} {task}: {pairing.unpaired_method} only in "
                                 f"{method}, {pairing.unpaired_baseline} only in {BASELINE}")
-        lines.append(Line("paired", f"{method_label(method)} - {method_label(BASELINE)}", teacher, method, model,
-                          pretrained, tuple(cells + _summaries(spec, estimates))))
+        lines.append(Line("paired", run_label(f"{method_label(method)} - {method_label(BASELINE)}", run), teacher, method,
+                          model, pretrained, tuple(cells + _summaries(spec, estimates)), run))
     if unpaired:
         notes.append(f"Sample ids that did not pair (left out of the differences): {'; '.join(unpaired)}.")
     return lines, notes
@@ -197,13 +218,21 @@ def _tally(frame: pd.DataFrame) -> list[str]:
 
 
 def build_report(
-    rows: pd.DataFrame, spec: TableSpec, reference: bool = True, seed: int = 0, resamples: int = RESAMPLES
+    rows: pd.DataFrame, spec: TableSpec, reference: bool = True, seed: int = 0, resamples: int = RESAMPLES,
+    read_notes: tuple[str, ...] = (),
 ) -> PaperReport:
-    """`rows` as store.read_rows returns them. Every method x teacher in `rows` gets a line, with n = 0
-    marks where it has no data for a column, so a missing run is visible, not silently absent."""
+    """`rows` as store.read_rows returns them (with a `run` column where runs are side by side). Every
+    method x teacher (x run) in `rows` gets a line, with n = 0 marks where it has no data for a column,
+    so a missing run is visible, not silently absent. `read_notes` say what was read."""
+    if "run" not in rows.columns:
+        rows = rows.assign(run="")
     inside = rows[rows["task"].isin(spec.tasks)]
-    by_cell = {key: frame for key, frame in inside.groupby(["method", "model", "pretrained", "task"], sort=False)}
-    groups = groups_in_order(rows)
+    if inside.empty:
+        present = ", ".join(dict.fromkeys(rows["task"])) or "none"
+        raise HarnessError(f"--table {spec.name}: none of its tasks ({', '.join(spec.tasks[:3])}, ...) is in the rows "
+                           f"read (their tasks: {present})")
+    by_cell = {key: frame for key, frame in inside.groupby([*LINE_KEYS, "task"], sort=False)}
+    groups = lines_in_order(rows)
     refs = list(load_reference(spec)) if reference else []
     lines: list[Line] = []
     notes = ["Cells: top-1 accuracy % [95% percentile bootstrap interval] (n scored samples); "
@@ -223,7 +252,7 @@ def build_report(
         paper, found = paper_line(spec, ref)
         lines.append(paper)
         paper_notes += found
-    notes += paper_notes
+    notes += paper_notes + list(read_notes)
     errors = inside[inside["error"].notna()]
     if len(errors):
         notes.append(f"Error rows excluded from scoring ({len(errors)}): {'; '.join(_tally(errors))}.")

@@ -12,6 +12,7 @@ from tabulate import tabulate
 
 from harness.registry import Registry
 from harness.report.accuracy import METRICS, cells, pivot
+from harness.report.htmldoc import html_document
 
 Renderer = Callable[[pd.DataFrame], str]
 FORMATS: Registry[Renderer] = Registry("format (--format)")
@@ -33,7 +34,7 @@ def _tabulated(fmt: str) -> Renderer:
 
 FORMATS.add("markdown", _tabulated("github"))
 FORMATS.add("latex", _tabulated("latex_booktabs"))
-FORMATS.add("html", _tabulated("html"))
+FORMATS.add("html", lambda rows: html_document("apm-bench report: method x task", _tabulated("html")(rows)))
 FORMATS.add("csv", lambda rows: cells(rows).to_csv(index=False, float_format="%.4f"))
 FORMATS.add("json", lambda rows: cells(rows).to_json(orient="records", indent=2))
 
@@ -43,7 +44,7 @@ def render(rows: pd.DataFrame, fmt: str) -> str:
 
 
 def render_table(rows: pd.DataFrame, table: str, fmt: str, reference: bool = True, seed: int = 0,
-                 resamples: int | None = None) -> str:
+                 resamples: int | None = None, read_notes: tuple[str, ...] = ()) -> str:
     """One of the paper's layouts (`tables.TABLES`), filled from `rows`, in format `fmt`."""
     from harness.report.paper import build_report
     from harness.report.render_paper import PAPER_FORMATS
@@ -52,4 +53,4 @@ def render_table(rows: pd.DataFrame, table: str, fmt: str, reference: bool = Tru
 
     spec = TABLES.get(table)
     renderer = PAPER_FORMATS.get(fmt)
-    return renderer(build_report(rows, spec, reference, seed, resamples or RESAMPLES))
+    return renderer(build_report(rows, spec, reference, seed, resamples or RESAMPLES, read_notes))

@@ -15,6 +15,7 @@ from tabulate import tabulate
 
 from harness.registry import Registry
 from harness.report.cost import CostLine
+from harness.report.htmldoc import html_document
 from harness.report.paper import Cell, Line, PaperReport, flatten
 from harness.report.tables import BASELINE, method_label
 
@@ -113,6 +114,7 @@ def latex(report: PaperReport) -> str:
 
 
 def html_page(report: PaperReport) -> str:
+    """A complete HTML document titled after the table: one <h2> section per part, notes as lists."""
     parts = []
     for title, headers, body, notes in sections(report):
         parts.append(f"<h2>{html.escape(title)}</h2>")
@@ -120,7 +122,8 @@ def html_page(report: PaperReport) -> str:
             parts.append(tabulate(body, headers=headers, tablefmt="html", disable_numparse=True))
         if notes:
             parts.append("<ul>\n" + "\n".join(f"<li>{html.escape(n)}</li>" for n in notes) + "\n</ul>")
-    return "<section class=\"apm-bench-report\">\n" + "\n".join(parts) + "\n</section>"
+    section = "<section class=\"apm-bench-report\">\n" + "\n".join(parts) + "\n</section>"
+    return html_document(report.spec.title, section)
 
 
 def records(report: PaperReport) -> list[dict]:

@@ -26,13 +26,18 @@ def generator(seed: int, key: str) -> np.random.Generator:
 
 def bootstrap_means(values: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """`resamples` means of n values drawn with replacement from `values` (empty when n is 0)."""
-    values = np.asarray(values, dtype=np.float64)
-    n = len(values)
+    distinct, counts = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
+    return bootstrap_means_of_counts(distinct, counts, resamples, rng)
+
+
+def bootstrap_means_of_counts(distinct: np.ndarray, counts: np.ndarray, resamples: int,
+                              rng: np.random.Generator) -> np.ndarray:
+    """The same bootstrap from a tally: `counts[i]` samples have value `distinct[i]` (sorted)."""
+    n = int(np.sum(counts))
     if n == 0:
         return np.empty(0)
-    distinct, counts = np.unique(values, return_counts=True)
-    draws = rng.multinomial(n, counts / n, size=resamples)
-    return draws @ distinct / n
+    draws = rng.multinomial(n, np.asarray(counts) / n, size=resamples)
+    return draws @ np.asarray(distinct, dtype=np.float64) / n
 
 
 def percentile_interval(means: np.ndarray, level: float = LEVEL) -> tuple[float, float] | tuple[None, None]:
@@ -57,12 +62,23 @@ class Estimate:
 
 def estimate(values: np.ndarray, key: str, seed: int = 0, resamples: int = RESAMPLES) -> Estimate:
     """Mean of `values` (0/1 outcomes or paired differences) x 100, with its 95% percentile interval."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0:
+    distinct, counts = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
+    return estimate_counts(distinct, counts, key, seed, resamples)
+
+
+def estimate_counts(distinct: np.ndarray, counts: np.ndarray, key: str, seed: int = 0,
+                    resamples: int = RESAMPLES) -> Estimate:
+    """`estimate` from a tally (e.g. distinct (0, 1) with counts (misses, hits)): the same result."""
+    distinct, counts = np.asarray(distinct, dtype=np.float64), np.asarray(counts)
+    kept = counts > 0  # as np.unique would tally it: the same draws as `estimate` on the raw values
+    distinct, counts = distinct[kept], counts[kept]
+    n = int(np.sum(counts))
+    if n == 0:
         return Estimate(None, None, None, 0)
-    means = 100.0 * bootstrap_means(values, resamples, generator(seed, key))
+    means = 100.0 * bootstrap_means_of_counts(distinct, counts, resamples, generator(seed, key))
     low, high = percentile_interval(means)
-    return Estimate(100.0 * float(values.mean()), low, high, len(values), tuple(means.tolist()))
+    value = 100.0 * float(np.dot(distinct, counts)) / n
+    return Estimate(value, low, high, n, tuple(means.tolist()))
 
 
 def mean_of(estimates: list[Estimate]) -> Estimate | None:

@@ -1,0 +1,58 @@
+"""What every command shares: Ctrl-C handling, list and width parsing, the data-root option."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional, TypeVar
+
+import typer
+
+from harness.errors import HarnessError, Interrupted
+
+INTERRUPTED = "interrupted; nothing was written"
+C = TypeVar("C", bound=Callable[..., None])
+
+DataRoot = Annotated[
+    Optional[Path],
+    typer.Option(envvar="APM_BENCH_DATA", help="Folder holding the datasets."),
+]
+
+
+def interruptible(command: C) -> C:
+    """Ctrl-C inside a command becomes one line and exit 130 (click would print a blank line and
+    "Aborted!"); a run that has written shards says what it kept (harness.engine.runner)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        try:
+            command(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted(INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def split_values(values: list[str] | None) -> tuple[str, ...] | None:
+    """Repeatable and comma-separated both work: --method zeroshot --method apm, or --method zeroshot,apm."""
+    if not values:
+        return None
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
+def parse_widths(text: str | None) -> tuple[int, ...] | None:
+    """--apm-hidden 4096,2048,1024."""
+    if text is None:
+        return None
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise HarnessError(f"--apm-hidden expects comma-separated integers, got '{text}'") from None
+    if not widths or min(widths) < 1:
+        raise HarnessError(f"--apm-hidden expects positive widths, got '{text}'")
+    return widths
+
+
+def format_widths(widths: tuple[int, ...]) -> str:
+    return ",".join(map(str, widths))

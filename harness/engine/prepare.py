@@ -1,0 +1,84 @@
+"""Everything checked before a run starts: names, the teacher's source, every task's data. It imports
+no torch, open_clip or Ray (except to list a pretrained tag's table), so a mistake comes back in about
+a second, all mistakes at once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from harness.config import ExecConfig, RunConfig
+from harness.errors import HarnessError, MissingData, Problems, collect
+from harness.methods import METHODS
+from harness.models.sources import resolve_source, weights_sha256
+from tasks.base import Task
+from tasks.registry import resolve_task
+
+log = logging.getLogger("apm_bench")
+
+
+def check(config: RunConfig, execution: ExecConfig | None = None) -> tuple[RunConfig, list[Task], list[str]]:
+    """The run's tasks (resolved, their versions pinned in the config) and the problems found; missing
+    data is a problem unless --skip-missing, which skips those tasks."""
+    execution = execution or ExecConfig()
+    problems = missing_work(config)
+    for name in config.methods:
+        collect(problems, METHODS.get, name)
+    collect(problems, resolve_source, config.teacher.model, config.teacher.pretrained)
+    found: dict[str, Task] = {}
+    missing = 0
+    for spec in config.tasks:
+        try:
+            found[spec] = resolve_task(spec, config.data, execution.data_root, execution.splits_dir)
+        except MissingData as exc:
+            if execution.skip_missing:
+                log.warning("skipping: %s", exc)
+            else:
+                problems.append(str(exc))
+                missing += 1
+        except HarnessError as exc:
+            problems.append(str(exc))
+    if missing and found:
+        problems.append(f"{missing} task(s) without data; --skip-missing runs the {len(found)} that have it")
+    names = [t.name for t in found.values()]
+    if len(set(names)) != len(names):
+        problems.append(f"two tasks share a name: {names}")
+    if config.tasks and not found and not problems:
+        problems.append("no task has its data; nothing to run")
+    versions = tuple((spec, task.version) for spec, task in found.items())
+    return replace(config, tasks=tuple(found), task_versions=versions), list(found.values()), problems
+
+
+def missing_work(config: RunConfig) -> list[str]:
+    return ([] if config.tasks else ["no tasks: give --suite or --task"]) + (
+        [] if config.methods else ["no methods: give --suite or --method"])
+
+
+def prepare(config: RunConfig, execution: ExecConfig | None = None) -> tuple[RunConfig, list[Task]]:
+    """Check everything (raising every problem at once), then pin the teacher's weights by content."""
+    config, tasks, problems = check(config, execution)
+    if problems:
+        raise Problems(problems)
+    return pin_weights(config), tasks
+
+
+def pin_weights(config: RunConfig) -> RunConfig:
+    """The config with the teacher's weights hash filled in. A config that already names one (a
+    resume) must find the same weights."""
+    teacher = config.teacher
+    digest = weights_sha256(resolve_source(teacher.model, teacher.pretrained))
+    if teacher.weights_sha256 is not None and digest != teacher.weights_sha256:
+        raise HarnessError(
+            f"the weights of --pretrained {teacher.pretrained} changed since this run started "
+            f"(sha256 {teacher.weights_sha256[:12]}... then, {str(digest)[:12]}... now); "
+            "finishing it would mix two teachers: start a new run instead, or restore the weights"
+        )
+    return replace(config, teacher=replace(teacher, weights_sha256=digest))
+
+
+def resume_config(run_dir: Path) -> RunConfig:
+    """The config a run directory was started with, read back from its manifest."""
+    from harness import store  # pandas and pyarrow: only when resuming
+
+    return RunConfig.from_dict(store.read_manifest(run_dir)["config"])

@@ -1,0 +1,22 @@
+"""The `apm-bench` console script. Its first act is to take over Ctrl-C and SIGTERM: until the
+command's own handling is in place (cli.main), a signal ends the process with one line and exit code
+130, never a traceback from the middle of an import. Nothing has been written by then."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _before_start(signum: int, frame: object) -> None:
+    sys.stderr.write("interrupted before anything started; nothing was written\n")
+    os._exit(130)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, _before_start)
+    signal.signal(signal.SIGTERM, _before_start)
+    from cli import main as cli_main
+
+    cli_main()

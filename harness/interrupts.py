@@ -1,0 +1,41 @@
+"""Ctrl-C and SIGTERM stop a run whenever they arrive.
+
+Python turns SIGINT into a KeyboardInterrupt at whatever line runs next, and some places swallow it:
+an exception raised inside logging's fork handler (Ray forks while it starts) is printed as "Exception
+ignored" and the run goes on. So the handler also records the signal, and the driver checks that
+record at its checkpoints (start-up steps, every second of the dispatch loop): a swallowed interrupt
+stops the run at the next one. After the first, further signals are only recorded, so the clean-up
+that follows (killing actors, removing an empty run directory) is not cut short."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+_received: list[int] = []
+
+
+def _handler(signum: int, frame: object) -> None:
+    first = not _received
+    _received.append(signum)
+    if first:
+        raise KeyboardInterrupt
+
+
+def install() -> None:
+    """Route SIGINT and SIGTERM to the handler (main thread only; Ray's init replaces SIGTERM's, so
+    the runner installs it again once Ray is up)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _handler)
+        signal.signal(signal.SIGTERM, _handler)
+
+
+def requested() -> bool:
+    return bool(_received)
+
+
+def check() -> None:
+    """A checkpoint: raise KeyboardInterrupt if a signal came (even one whose exception was swallowed)."""
+    if _received:
+        raise KeyboardInterrupt
+

@@ -1,0 +1,62 @@
+"""Shards and manifests are readable by others on a shared cluster: their mode is 0o666 less the umask
+(as for any file the user writes), not mkstemp's 0600, and they are still written atomically."""
+
+import os
+import stat
+
+import pytest
+
+from harness import store
+from harness.store import rows_to_table
+from test_report_tables import make_row
+
+
+@pytest.fixture(params=[0o022, 0o027])
+def umask(request):
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def leftovers(folder) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_shard_and_manifest_modes_follow_the_umask(tmp_path, umask):
+    run_dir = tmp_path / "run"
+    store.write_manifest(run_dir, {"run_id": "run"})
+    shard = store.write_shard(run_dir, "t-00000", rows_to_table([make_row("imagenet", "zeroshot", 0, True)]))
+    expected = 0o666 & ~umask  # 0644 under the usual 022
+    assert mode(run_dir / store.MANIFEST) == expected
+    assert mode(shard) == expected
+    store.write_manifest(run_dir, {"run_id": "run", "finished": "now"})  # rewriting keeps the mode
+    assert mode(run_dir / store.MANIFEST) == expected
+    assert leftovers(run_dir) == [] and leftovers(shard.parent) == []
+    assert store.read_manifest(run_dir)["finished"] == "now" and len(store.read_rows([run_dir])) == 1
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    store.write_manifest(run_dir, {"run_id": "run", "n": 1})
+    table = rows_to_table([make_row("imagenet", "zeroshot", 0, True)])
+    store.write_shard(run_dir, "t-00000", table)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.write_manifest(run_dir, {"run_id": "run", "n": 2})
+    with pytest.raises(OSError, match="disk full"):
+        store.write_shard(run_dir, "t-00000", table)
+    with pytest.raises(TypeError):  # not JSON: fails while writing, before the rename
+        store.write_manifest(run_dir, {1j: "complex keys are not JSON"})
+    monkeypatch.undo()
+    assert leftovers(run_dir) == [] and leftovers(run_dir / store.SHARDS) == []
+    assert store.read_manifest(run_dir)["n"] == 1 and store.done_shards(run_dir) == {"t-00000"}
