@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from harness.commands import figures, listing, teacher
+from harness.commands import figures, imagenet_c, listing, teacher
 from harness.commands.common import INTERRUPTED, DataRoot, format_widths, interruptible, parse_widths, split_values
 from harness.config import ApmConfig, DataConfig, ExecConfig, RunConfig, TeacherConfig, TptConfig
 from harness.errors import HarnessError, Interrupted
@@ -81,6 +84,10 @@ def run(
     tpt_ctx_init: Annotated[str, typer.Option(help="TPT: the learned context's initial words.")] = "a photo of a",
     tpt_augmix: Annotated[str, typer.Option(help="TPT: AugMix on the views: auto (fine-grained sets only), on or off.")] = "auto",
     tpt_min_scale: Annotated[float, typer.Option(min=0.0, max=1.0, help="TPT: smallest area of the random crops.")] = 0.08,
+    dry_run: Annotated[bool, typer.Option(help="Only plan: samples, shards, rows and device-hours per method "
+                                               "(as `apm-bench plan`); nothing runs, nothing is written.")] = False,
+    device_tflops: Annotated[Optional[float], typer.Option(
+        min=0.0, help="Plan: a device's peak TFLOP/s, for hours from FLOPs where no earlier run has the method.")] = None,
 ) -> None:
     """Evaluate methods on tasks; writes results/<run-id>/ (manifest + one Parquet file per shard).
     Every argument and every task's data is checked first, and all problems are reported at once."""
@@ -152,6 +159,13 @@ def run(
         problems += found
     if problems:
         raise Problems(problems)
+    if dry_run:
+        from harness.plan import cost_lines, render, task_lines
+
+        lines = task_lines(config, tasks)
+        runs = [p.parent for p in Path(out_root).glob("*/manifest.json")]
+        typer.echo(render(config, lines, cost_lines(config, lines, tasks, runs, device_tflops)))
+        return
     from harness.engine.runner import run as run_engine  # torch, open_clip, Ray: only for a run that can start
 
     summary = run_engine(config, execution, tasks)
@@ -164,6 +178,9 @@ def run(
             typer.echo(f"failed shard {shard_id}: {reason}", err=True)
         typer.echo(f"error: {len(summary.failed)} shard(s) failed; retry them with: apm-bench run --resume {summary.run_dir}", err=True)
         raise typer.Exit(3)
+    if summary.rows_written and summary.errors == summary.rows_written:  # a wrong folder or weights, not bad images
+        typer.echo(f"error: every row this run wrote is an error row (the first: {summary.first_error})", err=True)
+        raise typer.Exit(4)
     typer.echo(f"next: apm-bench report {summary.run_dir} --format markdown")
 
 
@@ -195,15 +212,34 @@ def report(
         TABLES.get(table), PAPER_FORMATS.get(format)  # unknown names fail before any file is read
     read = read_report_input(list(dict.fromkeys(run_dirs or [])), out_root)
     if table is None:
-        typer.echo(renderer(read.rows))
+        typer.echo(renderer(read.rows, seed, resamples))
         for note in read.notes:
             typer.echo(f"note: {note}", err=True)
     else:
         typer.echo(render_table(read.rows, table, format, reference, seed, resamples, read.notes))
 
 
-for module in (figures, listing, teacher):
+for module in (figures, imagenet_c, listing, teacher):
     module.register(app)
+
+
+def _plan_command() -> Callable[..., None]:
+    """`apm-bench plan`: `run` with every option of its own, as a dry run (one definition of the options)."""
+
+    @functools.wraps(run)
+    def plan(**options: object) -> None:
+        run(**{**options, "dry_run": True})
+
+    signature = inspect.signature(run)
+    plan.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name != "dry_run"])
+    plan.__doc__ = ("Plan a run without running it: per task the samples, shards and rows, per method the "
+                    "device-hours (from an earlier run's seconds per sample, or FLOPs and --device-tflops). "
+                    "Takes run's options; loads no model and writes nothing.")
+    return plan
+
+
+app.command("plan")(_plan_command())
 
 
 def _stop(message: str, code: int) -> None:

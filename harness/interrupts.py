@@ -9,16 +9,19 @@ that follows (killing actors, removing an empty run directory) is not cut short.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 
 _received: list[int] = []
+_state = {"raised": False, "deferring": False}
 
 
 def _handler(signum: int, frame: object) -> None:
-    first = not _received
     _received.append(signum)
-    if first:
+    if not _state["raised"] and not _state["deferring"]:
+        _state["raised"] = True
         raise KeyboardInterrupt
 
 
@@ -30,8 +33,18 @@ def install() -> None:
         signal.signal(signal.SIGTERM, _handler)
 
 
-def requested() -> bool:
-    return bool(_received)
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A stretch no signal may cut short (shutting Ray down): a signal that comes meanwhile is raised as
+    KeyboardInterrupt once the stretch is over."""
+    _state["deferring"] = True
+    try:
+        yield
+    finally:
+        _state["deferring"] = False
+    if _received and not _state["raised"]:
+        _state["raised"] = True
+        raise KeyboardInterrupt
 
 
 def check() -> None:

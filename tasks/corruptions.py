@@ -290,16 +290,21 @@ def corrupt_sample(image: Image.Image, family: str, name: str, severity: int, sa
     return corrupt(image, name, severity, derive_seed(0, family, name, str(severity), sample_id))
 
 
+def released_jpeg_bytes(image: Image.Image, quality: int = RELEASED_JPEG_QUALITY) -> bytes:
+    """The JPEG file (quality 85 by default) every released ImageNet-C image was saved as. Returned as
+    bytes so that `apm-bench imagenet-c build` writes exactly what a generated task decodes."""
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise HarnessError(f"bad JPEG quality {quality!r}; choose an integer from 1 to 100")
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
 def as_released_jpeg(image: Image.Image, quality: int = RELEASED_JPEG_QUALITY) -> Image.Image:
     """JPEG round trip at ``quality`` (85 by default), as every released ImageNet-C file was saved.
 
     Scores on generated corruptions are closest to the released benchmark when this compression is
     applied too; it is separate from :func:`corrupt` so that it can be switched off.
     """
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
-        raise HarnessError(f"bad JPEG quality {quality!r}; choose an integer from 1 to 100")
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as decoded:
+    with Image.open(io.BytesIO(released_jpeg_bytes(image, quality))) as decoded:
         return decoded.convert("RGB")

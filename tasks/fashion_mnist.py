@@ -31,7 +31,7 @@ from tasks.corruptions import CORRUPTIONS, corrupt_sample
 from tasks.families import TASKS, TaskFamily
 from tasks.imagenet_c import DEFAULT_SEVERITY
 from tasks.imagenet_c import parse as parse_corruption
-from tasks.request import TaskRequest
+from tasks.request import TaskRequest, local_path
 from tasks.templates import SINGLE_TEMPLATE, TemplateSet
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -70,7 +70,7 @@ def split_files(root: Path, split: str) -> tuple[Path, Path] | None:
 def find_root(request: TaskRequest | None = None, split: str = "test", path: str | None = None) -> Path:
     """`spec:PATH` (or `path`), else <data root>/fashion-mnist, else the Debian package's folder."""
     explicit = path or (request.arg if request else None)
-    tried = [Path(explicit).expanduser()] if explicit else []
+    tried = [local_path(explicit)] if explicit else []
     if not explicit:
         if request is not None and request.root is not None:
             tried.append(request.root / LAYOUT)

@@ -102,8 +102,8 @@ class Dataset:
 def image_folder(ds: Dataset, request: TaskRequest, accept: Callable[[Path], bool] = Path.is_dir) -> Path:
     """`spec:PATH` may name the dataset folder (CoOp's `dtd/`) or the image folder itself
     (`dtd/images`, TPT's `OxfordPets/`); otherwise the first layout found under the data root."""
-    if request.arg:
-        given = Path(request.arg).expanduser()
+    given = request.path
+    if given is not None:
         for sub in ds.subfolders():
             if accept(given / sub):
                 return given / sub
@@ -115,8 +115,8 @@ def split_file_candidates(request: TaskRequest, image_dir: Path, filename: str) 
     `oxford_pets/split_zhou_OxfordPets.json` next to `oxford_pets/images`), then the data root and
     TPT's `data/data_splits` under it."""
     folders: list[Path] = []
-    if request.splits_dir:
-        folders.append(Path(request.splits_dir).expanduser())
+    if request.splits is not None:
+        folders.append(request.splits)
     folders += [image_dir, image_dir.parent]
     if request.root is not None:
         folders += [request.root, request.root / "data_splits", request.root / TPT_SPLITS]

@@ -82,7 +82,7 @@ def fetch_snapshot(hub_id: str, split: str, revision: str | None) -> Path:
     except Exception as exc:  # network, auth, missing revision: one line, naming the repo
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MissingData(f"cannot fetch hub dataset {hub_id} (revision {revision or 'main'}): {first}") from None
-    return Path(path)
+    return Path(path).absolute()  # a relative HF_HOME would mean another folder on a worker
 
 
 def _lines(snapshot: Path, name: str, hub_id: str) -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from harness.errors import HarnessError, MissingData
 from tasks.families import TASKS, TaskFamily
 from tasks.folder import FolderTask
@@ -14,7 +12,7 @@ from tasks.templates import OPENAI_IMAGENET
 def build(request: TaskRequest) -> FolderTask:
     if not request.arg:
         raise HarnessError("task imagefolder needs a folder: imagefolder:PATH")
-    root = Path(request.arg).expanduser()
+    root = request.path
     if not root.is_dir():
         raise MissingData(f"task {request.spec}: image folder not found: {root} (expected ROOT/<class>/<image>)")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -1,5 +1,9 @@
 """How a task spec and the run's data settings reach a task factory, and how factories find their
-folders: the user's explicit path, else the first known layout under the data root."""
+folders: the user's explicit path, else the first known layout under the data root.
+
+Every path a user gives (`spec:PATH`, --data-root, $APM_BENCH_DATA, --splits-dir) becomes absolute here,
+against the driver's working directory: tasks are resolved on the driver and pickled to workers, which
+run in another working directory (on another node, Ray's own), where a relative path means nothing."""
 
 from __future__ import annotations
 
@@ -36,8 +40,25 @@ class TaskRequest:
 
     @property
     def root(self) -> Path | None:
+        """--data-root, else $APM_BENCH_DATA; absolute."""
         root = self.data_root or os.environ.get(DATA_ENV)
-        return Path(root).expanduser() if root else None
+        return local_path(root) if root else None
+
+    @property
+    def path(self) -> Path | None:
+        """`spec:PATH` as a folder, absolute (for the families whose argument is a path)."""
+        return local_path(self.arg) if self.arg else None
+
+    @property
+    def splits(self) -> Path | None:
+        """--splits-dir, absolute."""
+        return local_path(self.splits_dir) if self.splits_dir else None
+
+
+def local_path(path: str | os.PathLike[str]) -> Path:
+    """A path the user gave, made absolute against this (the driver's) working directory, `~` expanded.
+    Not resolved: symlinks stay as given, so a shared mount keeps the name every node knows it by."""
+    return Path(path).expanduser().absolute()
 
 
 def find_folder(
@@ -48,8 +69,8 @@ def find_folder(
 ) -> Path:
     """The task's folder: `spec:PATH` if given, else the first candidate under the data root that
     `accept`s. The error names every path tried, the task, and where the data comes from."""
-    if request.arg:
-        path = Path(request.arg).expanduser()
+    path = request.path
+    if path is not None:
         if accept(path):
             return path
         raise MissingData(f"task {request.spec}: {path} is not a {origin} folder (expected {candidates[0]} layout)")

@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
+
+from harness import store
 
 EXE = shutil.which("apm-bench") or str(Path(sys.executable).parent / "apm-bench")
 
@@ -22,7 +23,7 @@ def test_smoke_run_then_report(tmp_path):
     assert done.returncode == 0, done.stderr
     runs = list((tmp_path / "results").iterdir())
     assert len(runs) == 1 and (runs[0] / "manifest.json").is_file()
-    rows = ds.dataset(runs[0] / "shards", format="parquet").to_table().to_pandas()
+    rows = store.read_rows([runs[0]])
     assert len(rows) == 48 * 3 and rows[["sample_id", "method"]].drop_duplicates().shape[0] == 144
     assert rows["error"].isna().all()
     apm = rows[rows["method"] == "apm"]
@@ -109,3 +110,13 @@ def test_the_fashion_suite_says_where_its_teacher_lives_and_how_to_make_it(tmp_p
     message = done.stderr
     assert str(tmp_path / "home" / "teachers" / "fashion-mnist") in message
     assert "apm-bench teacher train --data fashion-mnist" in message and "results/teachers" not in message
+
+
+def test_a_run_whose_every_row_is_an_error_exits_non_zero_and_says_why(tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "x.jpg").write_bytes(b"not an image")
+    done = apm_bench("run", "--task", f"imagefolder:{tmp_path / 'data'}", "--method", "zeroshot", "--no-progress",
+                     cwd=tmp_path)
+    assert done.returncode == 4, done.stderr
+    assert "every row this run wrote is an error row (the first: " in done.stderr and "x.jpg" in done.stderr

@@ -97,13 +97,5 @@ def test_latex_uses_booktabs_and_labels_teachers_when_mixed(tmp_path):
     assert "\\toprule" in text and "zeroshot (ViT-B-16/none)" in text and "zeroshot (apm-tiny/none)" in text
 
 
-def test_latest_run_is_the_newest_manifest(tmp_path):
-    _run_dir(tmp_path, "zz-old", [_row("t", "m", 0, True)], started="2026-01-01T00:00:00")
-    _run_dir(tmp_path, "aa-new", [_row("t", "m", 0, True)], started="2026-02-01T00:00:00")
-    assert store.latest_run(tmp_path).name == "aa-new"
-    with pytest.raises(HarnessError, match="no runs under"):
-        store.latest_run(tmp_path / "empty")
-
-
 def test_row_and_schema_agree():
     assert [f.name for f in dataclasses.fields(Row)] == store.SCHEMA.names

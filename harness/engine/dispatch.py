@@ -26,6 +26,8 @@ class DispatchResult:
     error_rows: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     """shard id -> why it was given up on."""
+    first_error: str | None = None
+    """The first error row's message, to show when every row is one."""
 
 
 def worker_failure(exc: BaseException) -> HarnessError:
@@ -129,7 +131,10 @@ def dispatch(
             else:
                 write(shard, table)
                 result.rows += table.num_rows
-                result.error_rows += table.num_rows - table.column("error").null_count
+                errors = table.column("error")
+                result.error_rows += table.num_rows - errors.null_count
+                if result.first_error is None and errors.null_count < table.num_rows:
+                    result.first_error = next(e for e in errors.to_pylist() if e is not None)
         for j in range(len(actors)):  # a re-queued shard may go to any actor with room
             feed(j)
         if queue and not pending:

@@ -64,17 +64,21 @@ def prepare(config: RunConfig, execution: ExecConfig | None = None) -> tuple[Run
 
 
 def pin_weights(config: RunConfig) -> RunConfig:
-    """The config with the teacher's weights hash filled in. A config that already names one (a
-    resume) must find the same weights."""
+    """The config with the teacher's weights hash filled in, and a local checkpoint or directory given
+    by a relative path made absolute (every worker resolves `--pretrained` again, in its own working
+    directory, on its own node). A config that already names a hash (a resume) must find the same
+    weights."""
     teacher = config.teacher
-    digest = weights_sha256(resolve_source(teacher.model, teacher.pretrained))
+    source = resolve_source(teacher.model, teacher.pretrained)
+    digest = weights_sha256(source)
     if teacher.weights_sha256 is not None and digest != teacher.weights_sha256:
         raise HarnessError(
             f"the weights of --pretrained {teacher.pretrained} changed since this run started "
             f"(sha256 {teacher.weights_sha256[:12]}... then, {str(digest)[:12]}... now); "
             "finishing it would mix two teachers: start a new run instead, or restore the weights"
         )
-    return replace(config, teacher=replace(teacher, weights_sha256=digest))
+    pretrained = source.path if source.kind in ("file", "local-dir") else teacher.pretrained
+    return replace(config, teacher=replace(teacher, pretrained=pretrained, weights_sha256=digest))
 
 
 def resume_config(run_dir: Path) -> RunConfig:

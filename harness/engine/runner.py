@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import interrupts, store
 from harness.config import ExecConfig, RunConfig
 from harness.engine.dispatch import DispatchResult, dispatch
-from harness.engine.shards import Shard, plan_shards
+from harness.engine.shards import Shard, plan_shards, slug
 from harness.engine.worker import RunIdentity, ShardWorker
 from harness.engine.prepare import pin_weights, prepare
 from harness.errors import HarnessError, Interrupted
@@ -41,6 +41,42 @@ class RunSummary:
     errors: int
     failed: dict[str, str]
     """Shards given up on after repeated failures (shard id -> reason); a resume retries them."""
+    first_error: str | None = None
+    """The first error row's message in this session."""
+
+
+SEGMENT_SHARDS = 256
+"""Finished shards of a task merged into one segment file: 50,000 images in shards of 16 leave 13 files."""
+
+
+class Compactor:
+    """Merges each task's finished shards into segments as they accumulate (the driver writes shards
+    one at a time; a segment costs one read of SEGMENT_SHARDS small files), and the rest when the run
+    ends. An interrupted run is not compacted: its resume is."""
+
+    def __init__(self, run_dir: Path, shards: list[Shard]) -> None:
+        self.run_dir = run_dir
+        self.task_of = {s.shard_id: s.task for s in shards}
+        self.loose: dict[str, list[str]] = {}
+        covered = store.covered_shards(run_dir)
+        for path in sorted((run_dir / store.SHARDS).glob("*.parquet")):  # finished by an earlier session
+            if path.stem in self.task_of and path.stem not in covered:
+                self.loose.setdefault(self.task_of[path.stem], []).append(path.stem)
+
+    def finished(self, shard: Shard) -> None:
+        ids = self.loose.setdefault(shard.task, [])
+        ids.append(shard.shard_id)
+        if len(ids) >= SEGMENT_SHARDS:
+            self._compact(shard.task)
+
+    def flush(self) -> None:
+        for task in list(self.loose):
+            self._compact(task)
+
+    def _compact(self, task: str) -> None:
+        ids = self.loose.pop(task, [])
+        if ids:
+            store.compact(self.run_dir, ids, slug(task))
 
 
 def new_run_id(config: RunConfig) -> str:
@@ -88,22 +124,6 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-@contextlib.contextmanager
-def _our_signal_handlers() -> Iterator[None]:
-    """ray.init installs its own SIGTERM handler, which aborts the process: put back ours (a clean stop
-    with a resume hint, as Ctrl-C) for as long as the run lasts, and the caller's afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    interrupts.install()
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _is_loopback(address: str) -> bool:
     host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
     try:
@@ -127,24 +147,36 @@ def ray_session(execution: ExecConfig) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
-        if execution.address:
-            _join(ray, execution.address)
-        else:
-            cpus = max(os.cpu_count() or 1, (execution.workers or 1) * execution.threads_per_worker)
-            ray.init(
-                address="local",
-                num_cpus=cpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-            )
-        with _our_signal_handlers():
-            interrupts.check()  # a signal that came while Ray started
-            yield
+        try:
+            if execution.address:
+                _join(ray, execution.address)
+            else:
+                cpus = max(os.cpu_count() or 1, (execution.workers or 1) * execution.threads_per_worker)
+                ray.init(
+                    address="local",
+                    num_cpus=cpus,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
+        except SystemExit as exc:  # SIGTERM met the handler ray.init installs (sys.exit(signum)) before ours was back
+            if exc.code != signal.SIGTERM:
+                raise
+            raise KeyboardInterrupt from None
+        interrupts.install()  # ray.init put its own SIGTERM handler in, which aborts the process
+        interrupts.check()  # a signal that came while Ray started
+        yield
     finally:
-        ray.shutdown()  # also after an interrupt inside ray.init: no Ray process is left behind
+        try:
+            with interrupts.deferred():  # also after an interrupt inside ray.init: no Ray process left behind
+                ray.shutdown()
+        finally:
+            for sig, handler in previous.items():  # the caller's handlers, once Ray is down
+                signal.signal(sig, handler)
 
 
 def _join(ray, address: str) -> None:  # noqa: ANN001 - the ray module, imported by the caller
@@ -171,15 +203,17 @@ def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = Non
     is_new = not (requested / store.MANIFEST).exists()
     run_dir, manifest = open_run_dir(requested, config, execution, len(shards), sum(len(s.refs) for s in shards))
     is_new = is_new or run_dir != requested
+    store.tidy(run_dir)
     done = store.done_shards(run_dir)
     todo = [s for s in shards if s.shard_id not in done]
     identity = RunIdentity(run_dir.name, manifest["fingerprint"], code_version())
+    compactor = Compactor(run_dir, shards)
     result = DispatchResult()
     if todo:
         try:
             interrupts.check()
             with ray_session(execution):
-                result = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir)
+                result = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir, compactor)
         except BaseException as exc:
             finished = len(store.done_shards(run_dir))
             if is_new and not finished:
@@ -192,6 +226,7 @@ def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = Non
                 f"interrupted: {finished}/{len(shards)} shards finished and kept in {run_dir}; "
                 f"finish the rest with: apm-bench run --resume {run_dir}"
             ) from None
+    compactor.flush()
     manifest["failed_shards"] = result.failed
     manifest["finished"] = None if result.failed else _now()
     store.write_manifest(run_dir, manifest)
@@ -203,6 +238,7 @@ def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = Non
         shards_total=len(shards),
         errors=result.error_rows,
         failed=dict(result.failed),
+        first_error=result.first_error,
     )
 
 
@@ -213,6 +249,7 @@ def _dispatch(
     identity: RunIdentity,
     todo: list[Shard],
     run_dir: Path,
+    compactor: Compactor,
 ) -> DispatchResult:
     import ray
 
@@ -246,6 +283,7 @@ def _dispatch(
 
     def write(shard: Shard, table) -> None:
         store.write_shard(run_dir, shard.shard_id, table)
+        compactor.finished(shard)
         bar.update(task_id, advance=len(shard.refs))
 
     try:

@@ -123,7 +123,11 @@ class ApmMethod:
             self._net = ApmNet(self.config, teacher.embed_dim).to(teacher.device)
         return self._net
 
-    def flops(self, net: ApmNet, teacher: Teacher, copies: int) -> int:
+    def flops(self, teacher: Teacher, task: Task) -> int:
+        """Per sample, trained in a batch (where identical copies cost nothing)."""
+        return self._flops_of(self.network(teacher), teacher, 1)
+
+    def _flops_of(self, net: ApmNet, teacher: Teacher, copies: int) -> int:
         """Per sample: the teacher's forward, `steps` training steps (forward and backward on
         `copies` images) and, unless the recipe predicts from the last training forward, the final
         forward. Counted once per network on a blank image."""
@@ -149,7 +153,7 @@ class ApmMethod:
         net = self.network(teacher)
         before = score(torch.stack([s.teacher_embedding for s in samples]), classifier, teacher.logit_scale).prediction
         size = batch_size(self.config, net, teacher.device, len(samples))
-        flops = self.flops(net, teacher, self.config.copies if size == 1 else 1)  # batches skip the copies
+        flops = self._flops_of(net, teacher, self.config.copies if size == 1 else 1)  # batches skip the copies
         outcomes: list[Outcome] = []
         for start in range(0, len(samples), size):
             group = samples[start : start + size]

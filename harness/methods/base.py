@@ -55,6 +55,11 @@ class Method(Protocol):
         """The prompt templates whose text classifier this method scores with (None: it builds its own)."""
         ...
 
+    def flops(self, teacher: Teacher, task: Task) -> int:
+        """FLOPs per sample, the teacher's image forward included (counted, not estimated; works on a
+        teacher built on the meta device, which is how `apm-bench plan` counts without weights)."""
+        ...
+
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]: ...
 
 

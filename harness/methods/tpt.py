@@ -72,9 +72,10 @@ class PromptLearner(torch.nn.Module):
         ctx_tokens = teacher.tokenizer([ctx_init])[0]
         n_ctx = int((ctx_tokens.argmax() - 1).item())  # tokens between start and end of text
         prompts = [f"{ctx_init} {name}." for name in classnames]
-        self.register_buffer("tokens", teacher.tokenizer(prompts).to(teacher.device), persistent=False)
-        if not torch.equal(self.tokens[0, 1 : 1 + n_ctx].cpu(), ctx_tokens[1 : 1 + n_ctx]):
+        tokens = teacher.tokenizer(prompts)
+        if not torch.equal(tokens[0, 1 : 1 + n_ctx], ctx_tokens[1 : 1 + n_ctx]):
             raise HarnessError(f"--tpt-ctx-init '{ctx_init}' does not tokenise as a prefix of the class prompts")
+        self.register_buffer("tokens", tokens.to(teacher.device), persistent=False)
         with torch.no_grad():
             embedded = model.token_embedding(self.tokens)
         self.n_ctx = n_ctx
@@ -133,8 +134,9 @@ def tune(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        losses.append(float(loss.detach()))
-    return losses, selected if selected is not None else torch.empty(0, dtype=torch.long)
+        losses.append(loss.detach())
+    values = [] if not losses or losses[0].is_meta else torch.stack(losses).tolist()  # meta: FLOPs counting only
+    return values, selected if selected is not None else torch.empty(0, dtype=torch.long)
 
 
 @dataclass

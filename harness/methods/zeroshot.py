@@ -25,13 +25,17 @@ class PromptMethod:
     def templates(self, task: Task) -> TemplateSet:
         return task.templates if self.ensemble else SINGLE
 
+    def flops(self, teacher: Teacher, task: Task) -> int:
+        """Per sample: the teacher's image forward and the cosine scores against every class."""
+        return teacher.image_flops + 2 * teacher.classifier(task.classnames, self.templates(task)).numel()
+
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
         templates = self.templates(task)
         classifier = teacher.classifier(task.classnames, templates)
         start = time.perf_counter()
         scores = score(torch.stack([s.teacher_embedding for s in samples]), classifier, teacher.logit_scale)
         share = (time.perf_counter() - start) / max(len(samples), 1)
-        flops = teacher.image_flops + 2 * classifier.numel()
+        flops = self.flops(teacher, task)
         return [
             Outcome(
                 prediction=scores.prediction[i],

@@ -29,6 +29,8 @@ class Teacher:
     config: TeacherConfig
     source: ModelSource
     embed_dim: int
+    logit_scale: float
+    """CLIP's learned temperature, read once (a model on the meta device has no value: callers give one)."""
     _classifiers: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
     _image_flops: int | None = field(default=None, repr=False)
 
@@ -81,9 +83,6 @@ class Teacher:
             self._image_flops = count_flops(lambda: self.encode_images(zeros))
         return self._image_flops
 
-    @property
-    def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
 
 
 def load_teacher(config: TeacherConfig, device: str | torch.device = "cpu") -> Teacher:
@@ -109,5 +108,5 @@ def load_teacher(config: TeacherConfig, device: str | torch.device = "cpu") -> T
     tokenizer = open_clip.get_tokenizer(source.model_name)
     with torch.no_grad():
         embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
-    return Teacher(model, preprocess, tokenizer, device, config, source, embed_dim)
+    return Teacher(model, preprocess, tokenizer, device, config, source, embed_dim, float(model.logit_scale.exp()))
 

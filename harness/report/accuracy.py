@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.report.rowset import Orders, RowSet, as_rowset
 from harness.report.stats import RESAMPLES, Estimate, estimate_counts, mean_of
 
 GROUP = ["run", "method", "model", "pretrained"]
@@ -25,39 +26,66 @@ COUNTS = {"accuracy": ("n", "correct"), "top5_accuracy": ("top5_n", "top5_correc
 """Metrics that are means of 0/1 outcomes: (trials, hits) columns, from which intervals are drawn."""
 
 
-def cells(rows: pd.DataFrame) -> pd.DataFrame:
+COUNTS_SQL = """
+WITH scored AS (SELECT run, method, model, pretrained, task, label, error IS NULL AS ok,
+                       coalesce(correct, false) AS hit, top5_correct FROM rows)
+SELECT run, method, model, pretrained, task,
+       count(*) FILTER (WHERE ok) AS n,
+       count(*) FILTER (WHERE ok AND hit) AS correct,
+       count(*) FILTER (WHERE ok AND top5_correct IS NOT NULL) AS top5_n,
+       count(*) FILTER (WHERE ok AND top5_correct) AS top5_correct,
+       count(*) FILTER (WHERE NOT ok) AS errors,
+       NULL::DOUBLE AS mean_per_class_recall
+FROM scored GROUP BY ALL
+"""
+"""The counts alone (a paper table needs no per-class recall, which costs a second grouping by class)."""
+CELLS_SQL = """
+WITH scored AS (SELECT run, method, model, pretrained, task, label, error IS NULL AS ok,
+                       coalesce(correct, false) AS hit, top5_correct FROM rows),
+counts AS (
+    SELECT run, method, model, pretrained, task,
+           count(*) FILTER (WHERE ok) AS n,
+           count(*) FILTER (WHERE ok AND hit) AS correct,
+           count(*) FILTER (WHERE ok AND top5_correct IS NOT NULL) AS top5_n,
+           count(*) FILTER (WHERE ok AND top5_correct) AS top5_correct,
+           count(*) FILTER (WHERE NOT ok) AS errors
+    FROM scored GROUP BY ALL),
+recall AS (
+    SELECT run, method, model, pretrained, task, 100 * avg(class_recall) AS mean_per_class_recall
+    FROM (SELECT run, method, model, pretrained, task, label, avg(hit::DOUBLE) AS class_recall
+          FROM scored WHERE ok GROUP BY ALL)
+    GROUP BY ALL)
+SELECT * FROM counts LEFT JOIN recall USING (run, method, model, pretrained, task)
+"""
+
+
+def cells(rows: RowSet | pd.DataFrame, recall: bool = True) -> pd.DataFrame:
     """Long form, one line per (run, method, model, pretrained, task): n scored, correct, the three
     metrics, errors. Error rows are counted apart, never scored as wrong or right. Top-5 counts only
     rows that carry it (the worker leaves it empty where a task has fewer than 5 classes). Mean
     per-class recall averages the recall of every class that has a scored sample (sklearn's
-    balanced_accuracy_score)."""
-    if rows.empty:
+    balanced_accuracy_score; left out with `recall=False`). Lines come in the rows' order (runs,
+    teachers, the paper's method order)."""
+    rowset = as_rowset(rows)
+    out = rowset.query(CELLS_SQL if recall else COUNTS_SQL)
+    if out.empty:
         return pd.DataFrame(columns=COLUMNS)
-    if "run" not in rows.columns:
-        rows = rows.assign(run="")
-    scored = rows["error"].isna()
-    frame = rows.assign(
-        scored=scored,
-        hit=rows["correct"].fillna(False).astype(bool) & scored,
-        has5=rows["top5_correct"].notna() & scored,
-        hit5=rows["top5_correct"].fillna(False).astype(bool) & scored,
-    )
-    grouped = frame.groupby(KEYS, sort=False, dropna=False)
-    out = pd.DataFrame(
-        {
-            "n": grouped["scored"].sum(),
-            "correct": grouped["hit"].sum(),
-            "top5_n": grouped["has5"].sum(),
-            "top5_correct": grouped["hit5"].sum(),
-            "errors": grouped["scored"].size() - grouped["scored"].sum(),
-        }
-    )
-    per_class = frame[frame["scored"]].groupby([*KEYS, "label"], sort=False, dropna=False)["hit"].mean()
-    out["mean_per_class_recall"] = 100.0 * per_class.groupby(level=KEYS, sort=False, dropna=False).mean()
-    out = out.reset_index()
+    orders = rowset.orders
+    key = out.apply(lambda r: (orders.rank("teachers", (r.model, r.pretrained)), _method_rank(orders, r.method),
+                               orders.rank("runs", r.run), orders.rank("tasks", r.task)), axis=1)
+    out = out.iloc[sorted(range(len(out)), key=lambda i: key.iloc[i])].reset_index(drop=True)
+    for column in ("n", "correct", "top5_n", "top5_correct", "errors"):
+        out[column] = out[column].astype("int64")
     out["accuracy"] = 100.0 * out["correct"] / out["n"].where(out["n"] > 0)
     out["top5_accuracy"] = 100.0 * out["top5_correct"] / out["top5_n"].where(out["top5_n"] > 0)
     return out[COLUMNS]
+
+
+def _method_rank(orders: Orders, method: str) -> tuple:
+    """The paper's method order first (zeroshot, ensemble, tpt, apm), then the rows' own order."""
+    from harness.report.tables import METHOD_ORDER
+
+    return (METHOD_ORDER.index(method), 0, "") if method in METHOD_ORDER else (len(METHOD_ORDER), *orders.rank("methods", method))
 
 
 def cell_estimate(row: object | None, metric: str, key: str, seed: int, resamples: int) -> Estimate:

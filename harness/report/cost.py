@@ -8,11 +8,19 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.report.rowset import RowSet, in_list
 from harness.report.tables import method_label, teacher_label
 
-FLOPS_COLUMNS = ("flops",)
-MEMORY_COLUMNS = ("peak_memory_bytes",)
-"""The store's column names (harness.store.Row); memory is in bytes."""
+COST_SQL = """
+SELECT run, method, model, pretrained,
+       count(*) FILTER (WHERE error IS NULL) AS n,
+       count(*) FILTER (WHERE error IS NOT NULL) AS errors,
+       median(seconds) FILTER (WHERE error IS NULL) AS seconds,
+       median(ttt_steps) FILTER (WHERE error IS NULL) AS steps,
+       median(flops) FILTER (WHERE error IS NULL) AS flops,
+       max(peak_memory_bytes) FILTER (WHERE error IS NULL) AS peak_memory
+FROM rows WHERE task IN {tasks} GROUP BY ALL
+"""
 
 
 @dataclass(frozen=True)
@@ -35,38 +43,33 @@ class CostLine:
     """Largest per-sample peak memory in bytes; None when not recorded."""
 
 
-def _column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
-    return next((c for c in names if c in frame.columns and frame[c].notna().any()), None)
+def _value(value: object) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
 
 
-def _median(series: pd.Series) -> float | None:
-    series = series.dropna()
-    return float(series.median()) if len(series) else None
-
-
-def cost_lines(rows: pd.DataFrame, groups: list[tuple[str, str, str, str]]) -> list[CostLine]:
-    """One line per (method, model, pretrained, run) in `groups`, over the scored rows of `rows`."""
-    flops_col, memory_col = _column(rows, FLOPS_COLUMNS), _column(rows, MEMORY_COLUMNS)
+def cost_lines(rowset: RowSet, groups: list[tuple[str, str, str, str]], tasks: tuple[str, ...]) -> list[CostLine]:
+    """One line per (method, model, pretrained, run) in `groups`, over the rows of `tasks`."""
+    placeholders, params = in_list(tasks)
+    found = {(r.method, r.model, r.pretrained, r.run): r
+             for r in rowset.query(COST_SQL.format(tasks=placeholders), params).itertuples()}
     out = []
-    parts = dict(iter(rows.groupby(["method", "model", "pretrained", "run"], sort=False)))
     for method, model, pretrained, run in groups:
-        frame = parts.get((method, model, pretrained, run), rows.iloc[:0])
-        scored = frame[frame["error"].isna()]
-        memory = scored[memory_col].dropna() if memory_col else pd.Series(dtype=float)
+        r = found.get((method, model, pretrained, run))
         out.append(CostLine(
             label=method_label(method) + (f" [{run}]" if run else ""), teacher=teacher_label(model, pretrained),
-            method=method, model=model,
-            pretrained=pretrained, n=len(scored), errors=len(frame) - len(scored),
-            seconds=_median(scored["seconds"]), steps=_median(scored["ttt_steps"]),
-            flops=_median(scored[flops_col]) if flops_col else None,
-            peak_memory=float(memory.max()) if len(memory) else None,
+            method=method, model=model, pretrained=pretrained, n=int(r.n) if r else 0,
+            errors=int(r.errors) if r else 0, seconds=_value(r.seconds) if r else None,
+            steps=_value(r.steps) if r else None, flops=_value(r.flops) if r else None,
+            peak_memory=_value(r.peak_memory) if r else None,
         ))
     return out
 
 
-def cost_notes(rows: pd.DataFrame) -> list[str]:
-    missing = [what for what, names in (("FLOPs", FLOPS_COLUMNS), ("peak memory", MEMORY_COLUMNS))
-               if _column(rows, names) is None]
+def cost_notes(rowset: RowSet, tasks: tuple[str, ...]) -> list[str]:
+    placeholders, params = in_list(tasks)
+    recorded = rowset.query(f"SELECT count(flops) AS flops, count(peak_memory_bytes) AS memory FROM rows "
+                            f"WHERE task IN {placeholders}", params).iloc[0]
+    missing = [what for what, column in (("FLOPs", "flops"), ("peak memory", "memory")) if not recorded[column]]
     notes = ["Over this table's tasks: median seconds per sample and median TTT steps of the scored rows."]
     if missing:
         notes.append(f"{' and '.join(missing)} not recorded in these rows.")

@@ -13,8 +13,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from harness.report.paper import GROUP_KEYS, groups_in_order, outcomes
-from harness.report.stats import estimate
+from harness.report.accuracy import cells
+from harness.report.paper import count_estimate, line_keys
+from harness.report.rowset import RowSet, as_rowset
+from harness.report.stats import RESAMPLES
 from harness.report.tables import method_label, teacher_label
 
 DPI = 100
@@ -46,31 +48,67 @@ ACCURACY_LIMITS = (0.0, 100.0)
 is needed to show a 100% point in full."""
 
 
-def accuracy_figure(rows: pd.DataFrame) -> Figure:
+PER_TASK_SQL = """
+SELECT run, method, model, pretrained, task, count(*) AS n,
+       count(*) FILTER (WHERE coalesce(correct, false)) AS hits, median(seconds) AS seconds
+FROM rows WHERE error IS NULL GROUP BY ALL
+"""
+PER_LINE_SQL = """
+SELECT run, method, model, pretrained, median(seconds) AS seconds FROM rows WHERE error IS NULL GROUP BY ALL
+"""
+SECONDS_SQL = "SELECT min(seconds) FILTER (WHERE seconds > 0) AS low, max(seconds) AS high FROM rows WHERE error IS NULL"
+LOSS_SQL = """
+WITH steps AS (
+    SELECT run, method, model, pretrained, unnest(range(1, len(losses) + 1)) AS step, unnest(losses) AS v
+    FROM rows WHERE len(losses) > 0)
+SELECT run, method, model, pretrained, step, quantile_cont(v, [0.25, 0.5, 0.75]) AS q, min(v) AS low
+FROM steps WHERE isfinite(v) GROUP BY ALL ORDER BY step
+"""
+CURVES_SQL = """
+SELECT run, method, model, pretrained, losses,
+       count(*) OVER (PARTITION BY run, method, model, pretrained) AS n
+FROM rows WHERE len(losses) > 0
+QUALIFY row_number() OVER (PARTITION BY run, method, model, pretrained ORDER BY task, sample_id) <= ?
+"""
+
+
+def _lines(rowset: RowSet, frame: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """The (method, model, pretrained, run) lines present in `frame`, in the report's order."""
+    present = set(zip(frame["method"], frame["model"], frame["pretrained"], frame["run"]))
+    return [key for key in line_keys(cells(rowset)) if key in present]
+
+
+def _line_label(method: str, model: str, pretrained: str, run: str) -> str:
+    return _label(method, model, pretrained) + (f" [{run}]" if run else "")
+
+
+def accuracy_figure(rows: RowSet | pd.DataFrame) -> Figure:
     """One colour and marker shape per method x teacher: a small hollow point per task (accuracy with
     its 95% interval against the median seconds per sample) and a large hollow one for the mean over
     tasks (the legend entry), so the price of each point of accuracy is visible at a glance."""
+    rowset = as_rowset(rows)
     fig = Figure(figsize=RUN_FIGSIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    scored = rows[rows["error"].isna()]
-    parts = dict(iter(scored.groupby(GROUP_KEYS, sort=False))) if len(scored) else {}
-    for i, (method, model, pretrained) in enumerate(groups_in_order(scored)):
+    per_task = rowset.query(PER_TASK_SQL)
+    per_line = {(r.method, r.model, r.pretrained, r.run): r.seconds for r in rowset.query(PER_LINE_SQL).itertuples()}
+    parts = {k: part for k, part in per_task.groupby(["method", "model", "pretrained", "run"], sort=False)}
+    for i, key in enumerate(_lines(rowset, per_task)):
+        method = key[0]
         colour, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
-        frame = parts[(method, model, pretrained)]
         accs = []
-        for task, part in frame.groupby("task", sort=False):
-            est = estimate(outcomes(part), f"fig|{method}|{task}")
-            x = float(part["seconds"].median())
-            ax.errorbar([x], [est.value], yerr=[[est.value - est.low], [est.high - est.value]], fmt=marker,
-                        color=colour, markerfacecolor="none", alpha=0.5, markersize=5, capsize=2, clip_on=False)
+        for r in parts[key].itertuples():
+            est = count_estimate(int(r.n), int(r.hits), f"fig|{method}|{r.task}", 0, RESAMPLES)
+            ax.errorbar([float(r.seconds)], [est.value], yerr=[[est.value - est.low], [est.high - est.value]],
+                        fmt=marker, color=colour, markerfacecolor="none", alpha=0.5, markersize=5, capsize=2,
+                        clip_on=False)
             accs.append(est.value)
         # the mean: sizes step down between groups, so hollow outlines at one point nest instead of covering
-        ax.plot([float(np.median(frame["seconds"]))], [float(np.mean(accs))], marker=marker,
+        ax.plot([float(per_line[key])], [float(np.mean(accs))], marker=marker,
                 markersize=15 - 4 * (i % 3), markerfacecolor="none", markeredgewidth=1.5, alpha=0.85, color=colour,
-                linestyle="none", clip_on=False, label=_label(method, model, pretrained))
-    if len(scored):
-        positive = scored["seconds"][scored["seconds"] > 0]
-        if len(positive) and positive.max() > 10 * positive.min():
+                linestyle="none", clip_on=False, label=_line_label(*key))
+    if len(per_task):
+        low, high = rowset.query(SECONDS_SQL).iloc[0]
+        if pd.notna(low) and high > 10 * low:
             ax.set_xscale("log")
         ax.legend(loc="best", fontsize="small")
     else:
@@ -83,36 +121,34 @@ def accuracy_figure(rows: pd.DataFrame) -> Figure:
     return fig
 
 
-def accuracy_vs_seconds(rows: pd.DataFrame, path: Path) -> Path:
+def accuracy_vs_seconds(rows: RowSet | pd.DataFrame, path: Path) -> Path:
     """accuracy_figure as a PNG (the figure itself is separate so that tests can read its artists)."""
     return _save(accuracy_figure(rows), path)
 
 
-def loss_curves(rows: pd.DataFrame, path: Path, individual: int = 20) -> Path:
+def loss_curves(rows: RowSet | pd.DataFrame, path: Path, individual: int = 20) -> Path:
     """Per method x teacher with a recorded trajectory: the median TTT loss per step, the band between
-    its quartiles, and up to `individual` single samples' curves, to show how uniform convergence is."""
+    its quartiles, and up to `individual` single samples' curves, to show how uniform convergence is.
+    The quartiles are computed by the query engine, so a run of any size costs one pass."""
+    rowset = as_rowset(rows)
     fig = Figure(figsize=RUN_FIGSIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    with_losses = rows[rows["losses"].map(lambda x: x is not None and len(x) > 0).astype(bool)]  # bool: keeps columns when empty
-    all_positive = True
-    parts = dict(iter(with_losses.groupby(GROUP_KEYS, sort=False))) if len(with_losses) else {}
-    for i, (method, model, pretrained) in enumerate(groups_in_order(with_losses)):
-        colour = f"C{i % 10}"
-        frame = parts[(method, model, pretrained)]
-        curves = [np.asarray(x, dtype=np.float64) for x in frame["losses"]]
-        length = max(len(c) for c in curves)
-        stacked = np.full((len(curves), length), np.nan)
-        for j, c in enumerate(curves):
-            stacked[j, : len(c)] = c
-        steps = np.arange(1, length + 1)
-        for c in curves[:individual]:
-            ax.plot(np.arange(1, len(c) + 1), c, color=colour, alpha=0.15, linewidth=0.8)
-        low, mid, high = np.nanpercentile(stacked, [25, 50, 75], axis=0)
+    quartiles = rowset.query(LOSS_SQL)
+    curves = rowset.query(CURVES_SQL, [individual])
+    by_line = {k: part for k, part in quartiles.groupby(["method", "model", "pretrained", "run"], sort=False)}
+    singles = {k: part for k, part in curves.groupby(["method", "model", "pretrained", "run"], sort=False)}
+    for i, key in enumerate(_lines(rowset, quartiles)):
+        colour, part = f"C{i % 10}", by_line[key]
+        steps = part["step"].to_numpy()
+        low, mid, high = (np.array([q[j] for q in part["q"]]) for j in range(3))
+        for losses in singles[key]["losses"]:
+            ax.plot(np.arange(1, len(losses) + 1), np.asarray(losses, dtype=np.float64), color=colour, alpha=0.15,
+                    linewidth=0.8)
         ax.fill_between(steps, low, high, color=colour, alpha=0.2)
-        ax.plot(steps, mid, color=colour, linewidth=2, label=f"{_label(method, model, pretrained)}, n={len(curves)}")
-        all_positive &= bool(np.nanmin(stacked) > 0)
-    if len(with_losses):
-        if all_positive:
+        n = int(singles[key]["n"].iloc[0])
+        ax.plot(steps, mid, color=colour, linewidth=2, label=f"{_line_label(*key)}, n={n}")
+    if len(quartiles):
+        if quartiles["low"].min() > 0:
             ax.set_yscale("log")
         ax.legend(loc="best", fontsize="small")
     else:
@@ -125,7 +161,7 @@ def loss_curves(rows: pd.DataFrame, path: Path, individual: int = 20) -> Path:
     return _save(fig, path)
 
 
-def run_figures(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
+def run_figures(rows: RowSet | pd.DataFrame, out_dir: Path) -> list[Path]:
     return [accuracy_vs_seconds(rows, out_dir / "accuracy_vs_seconds.png"), loss_curves(rows, out_dir / "ttt_loss.png")]
 
 

@@ -10,13 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from harness import store
 from harness.errors import HarnessError
-
-UNIT = ["task", "sample_id", "method", "model", "pretrained"]
-"""One measurement: the same unit in two runs is the same sample measured twice."""
+from harness.report.rowset import Orders, RowSet
 
 
 @dataclass(frozen=True)
@@ -31,6 +27,8 @@ class RunRead:
     shards_total: int | None
     failed: int
     """Shards given up on after repeated failures."""
+    finished_at: str | None = None
+    """When the run recorded its end (manifests without totals say no more than that)."""
 
     @property
     def finished(self) -> bool:
@@ -38,7 +36,9 @@ class RunRead:
             return False
         if self.samples_total is not None:
             return self.samples >= self.samples_total
-        return self.shards_total is not None and self.shards_done >= self.shards_total
+        if self.shards_total is not None:
+            return self.shards_done >= self.shards_total
+        return self.finished_at is not None
 
     def describe(self) -> str:
         state = "finished" if self.finished else "NOT FINISHED: " + self._missing()
@@ -50,6 +50,8 @@ class RunRead:
             parts.append(f"{self.samples_total - self.samples} of {self.samples_total} samples missing")
         elif self.shards_total is not None:
             parts.append(f"{self.shards_total - self.shards_done} of {self.shards_total} shards missing")
+        else:
+            parts.append("no end recorded")
         if self.failed:
             parts.append(f"{self.failed} failed shard(s)")
         return ", ".join(parts) + f"; finish it with: apm-bench run --resume {self.run_dir}"
@@ -57,33 +59,46 @@ class RunRead:
 
 @dataclass(frozen=True)
 class ReportInput:
-    rows: pd.DataFrame
-    """Every row read, with a `run` column: the run id where runs are shown side by side, else ""."""
+    rows: RowSet
+    """Every row read, as a query view; its `run` is the run id where runs are side by side, else ""."""
     runs: tuple[RunRead, ...]
     notes: tuple[str, ...]
     """What was read and how it was combined, for the report's notes."""
 
 
-def _read_one(run_dir: Path) -> tuple[RunRead, pd.DataFrame]:
-    manifest = store.read_manifest(run_dir)
-    rows = store.read_rows([run_dir])
-    samples = len(rows[["task", "sample_id"]].drop_duplicates()) if len(rows) else 0
-    read = RunRead(run_dir, len(rows), samples, manifest.get("samples_total"), len(store.done_shards(run_dir)),
-                   manifest.get("shards_total"), len(manifest.get("failed_shards") or {}))
-    return read, rows
+RUN_STATS_SQL = "SELECT count(*) AS n, count(DISTINCT (task, sample_id)) AS samples FROM rows"
+OVERLAP_SQL = """
+WITH cells AS (SELECT DISTINCT run_id, task, method, model, pretrained FROM rows),
+shared AS (SELECT task, method, model, pretrained FROM cells GROUP BY ALL HAVING count(*) > 1)
+SELECT EXISTS (
+    SELECT 1 FROM rows JOIN shared USING (task, method, model, pretrained)
+    GROUP BY task, sample_id, method, model, pretrained HAVING count(DISTINCT run_id) > 1)
+"""
+"""Whether a (task, sample, method, teacher) appears in two runs: the same sample measured twice. Only
+cells that two runs share are looked at sample by sample, so disjoint runs cost one small query."""
 
 
 def newest_run_with_rows(root: Path) -> tuple[Path, int]:
-    """The newest run under `root` (by start time) that has at least one shard, and how many newer
-    runs had none."""
+    """The newest run under `root` (by start time) that has at least one finished shard, and how many
+    newer runs had none."""
     runs = sorted((p.parent for p in root.glob(f"*/{store.MANIFEST}")),
                   key=lambda d: (store.read_manifest(d).get("started", ""), d.name), reverse=True)
     if not runs:
         raise HarnessError(f"no runs under {root}/ (run `apm-bench run` first, or name a run directory)")
     for skipped, run_dir in enumerate(runs):
-        if store.done_shards(run_dir):
+        if store.row_files(run_dir):
             return run_dir, skipped
     raise HarnessError(f"no run under {root}/ has a finished shard yet ({len(runs)} run(s) without any)")
+
+
+def _orders(manifests: list[dict], runs: list[str]) -> Orders:
+    """Tasks, methods and teachers in the order the runs' configs list them."""
+    configs = [m.get("config") or {} for m in manifests]
+    tasks = [t for c in configs for t in c.get("tasks", ())]
+    methods = [m for c in configs for m in c.get("methods", ())]
+    teachers = [(c["teacher"]["model"], c["teacher"]["pretrained"]) for c in configs if "teacher" in c]
+    return Orders(tuple(runs), tuple(dict.fromkeys(tasks)), tuple(dict.fromkeys(methods)),
+                  tuple(dict.fromkeys(teachers)))
 
 
 def read_report_input(run_dirs: list[Path] | None, root: Path) -> ReportInput:
@@ -93,27 +108,31 @@ def read_report_input(run_dirs: list[Path] | None, root: Path) -> ReportInput:
         run_dirs = [newest]
         if skipped:
             notes.append(f"Skipped {skipped} newer run(s) under {root}/ without any finished shard.")
-    reads = []
-    frames = []
+    reads, manifests, files = [], [], []
     for run_dir in run_dirs:
-        read, rows = _read_one(run_dir)
-        if not read.rows:
+        manifest = store.read_manifest(run_dir)
+        found = [str(p) for p in store.row_files(run_dir)]
+        if not found:
             notes.append(f"Skipped {run_dir}: no finished shard yet.")
             continue
-        reads.append(read)
-        frames.append(rows)
+        n, samples = RowSet.from_files(found).query(RUN_STATS_SQL).iloc[0]
+        reads.append(RunRead(run_dir, int(n), int(samples), manifest.get("samples_total"),
+                             len(store.done_shards(run_dir)), manifest.get("shards_total"),
+                             len(manifest.get("failed_shards") or {}), manifest.get("finished")))
+        manifests.append(manifest)
+        files += found
     if not reads:
         raise HarnessError(f"no rows to report: {', '.join(map(str, run_dirs))} ha{'s' if len(run_dirs) == 1 else 've'} "
                            "no finished shard yet")
-    rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    kept = [r.run_dir for r in reads]
+    run_ids = [str(m.get("run_id") or d.name) for m, d in zip(manifests, kept)]
+    pooled = RowSet.from_files(files)
     notes.insert(0, "Read: " + "; ".join(r.describe() for r in reads) + ".")
-    overlap = len(frames) > 1 and bool(rows.duplicated(subset=UNIT).any())
+    overlap = len(kept) > 1 and bool(pooled.query(OVERLAP_SQL).iloc[0, 0])
     if overlap:
         notes.append("These runs measured some of the same samples, so they are not pooled: each run has its own "
                      "rows, labelled by run id.")
-        rows = rows.assign(run=rows["run_id"])
-    else:
-        if len(frames) > 1:
-            notes.append("These runs share no sample, method and teacher, so their rows are pooled.")
-        rows = rows.assign(run="")
+    elif len(kept) > 1:
+        notes.append("These runs share no sample, method and teacher, so their rows are pooled.")
+    rows = RowSet.from_files(files, run_labels=overlap, orders=_orders(manifests, run_ids if overlap else [""]))
     return ReportInput(rows, tuple(reads), tuple(notes))

@@ -12,18 +12,20 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.report.accuracy import cells
 from harness.report.cost import CostLine, cost_lines, cost_notes
-from harness.report.stats import RESAMPLES, Estimate, estimate, mean_of, pair
+from harness.report.paired import KEYS as PAIR_KEYS
+from harness.report.paired import cell_pairing, paired_tallies, unpaired_note
+from harness.report.rowset import RowSet, as_rowset
+from harness.report.stats import RESAMPLES, Estimate, estimate_counts, mean_of
 from harness.report.tables import (
-    BASELINE, METHOD_ORDER, ReferenceRow, TableSpec, load_reference, method_label, paper_labels, teacher_label,
+    BASELINE, ReferenceRow, TableSpec, load_reference, method_label, paper_labels, teacher_label,
 )
 
 STATED_TOLERANCE = 0.1
 """Points by which a stated average may differ from the mean of its printed columns through rounding
 alone (each column is rounded to 0.05 at most, and so is the stated value)."""
 
-Group = tuple[str, str, str]
-"""(method, model, pretrained): a method with one teacher (figures draw one series each)."""
 LineKey = tuple[str, str, str, str]
 """(method, model, pretrained, run): one measured row of a table; run is "" where runs are pooled."""
 
@@ -97,48 +99,35 @@ def _summaries(spec: TableSpec, estimates: dict[str, Estimate]) -> list[Cell]:
     return out
 
 
-def groups_in_order(rows: pd.DataFrame) -> list[Group]:
-    """Teachers in order of appearance; within one, the paper's method order, then the others."""
-    seen = list(dict.fromkeys(zip(rows["method"], rows["model"], rows["pretrained"])))
-    teachers = list(dict.fromkeys((m, p) for _, m, p in seen))
-    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
-    teacher_rank = {t: i for i, t in enumerate(teachers)}
-    return sorted(seen, key=lambda g: (teacher_rank[g[1:]], rank.get(g[0], len(rank))))  # stable: ties keep order
-
-
-GROUP_KEYS = ["method", "model", "pretrained"]
-LINE_KEYS = [*GROUP_KEYS, "run"]
-
-
-def lines_in_order(rows: pd.DataFrame) -> list[LineKey]:
-    """groups_in_order, each group split by run (in order of appearance) where runs are side by side."""
-    runs = {g: list(dict.fromkeys(part["run"])) for g, part in rows.groupby(GROUP_KEYS, sort=False)}
-    return [(*g, run) for g in groups_in_order(rows) for run in runs[g]]
-
-
 def run_label(label: str, run: str) -> str:
     return f"{label} [{run}]" if run else label
 
 
-def outcomes(frame: pd.DataFrame) -> np.ndarray:
-    """1.0 per correct row, 0.0 otherwise (error rows are filtered out before this)."""
-    return frame["correct"].fillna(False).astype(bool).to_numpy(dtype=np.float64)
+def count_estimate(trials: int, hits: int, key: str, seed: int, resamples: int) -> Estimate:
+    """Accuracy of `hits` out of `trials` with its bootstrap interval: the same draws as resampling
+    the 0/1 outcomes themselves."""
+    return estimate_counts(np.array([0.0, 1.0]), np.array([trials - hits, hits]), key, seed, resamples)
+
+
+def line_keys(long: pd.DataFrame) -> list[LineKey]:
+    """Every (method, model, pretrained, run) of the rows, in the order `accuracy.cells` sorts them:
+    teachers in the runs' order, then the paper's method order, then runs."""
+    return list(dict.fromkeys(zip(long["method"], long["model"], long["pretrained"], long["run"])))
 
 
 def measured_line(spec: TableSpec, group: LineKey, by_cell: dict, seed: int, resamples: int) -> Line:
     method, model, pretrained, run = group
     estimates, cells = {}, []
     for task in spec.tasks:
-        frame = by_cell.get((*group, task))
-        if frame is None:
+        counts = by_cell.get((*group, task))
+        if counts is None:
             estimates[task] = Estimate(None, None, None, 0)
             cells.append(Cell(None))
             continue
-        scored = frame[frame["error"].isna()]
-        est = estimate(outcomes(scored), f"cell|{method}|{model}|{pretrained}|{task}" + (f"|{run}" if run else ""),
-                       seed, resamples)
+        key = f"cell|{method}|{model}|{pretrained}|{task}" + (f"|{run}" if run else "")
+        est = count_estimate(int(counts.n), int(counts.correct), key, seed, resamples)
         estimates[task] = est
-        cells.append(_cell(est, errors=len(frame) - len(scored)))
+        cells.append(_cell(est, errors=int(counts.errors)))
     return Line("measured", run_label(method_label(method), run), teacher_label(model, pretrained), method, model,
                 pretrained, tuple(cells + _summaries(spec, estimates)), run)
 
@@ -171,20 +160,12 @@ def difference_line(ours: Line, paper: Line) -> Line:
                 ours.run)
 
 
-def _per_sample(frame: pd.DataFrame | None) -> dict[str, float]:
-    """Sample id -> mean correctness of its scored rows (a sample measured twice counts once)."""
-    if frame is None:
-        return {}
-    scored = frame[frame["error"].isna()]
-    if scored.empty:
-        return {}
-    means = scored.assign(hit=outcomes(scored)).groupby("sample_id", sort=True)["hit"].mean()
-    return {str(k): float(v) for k, v in means.items()}
-
-
-def paired_lines(spec: TableSpec, groups: list[LineKey], by_cell: dict, seed: int, resamples: int
+def paired_lines(spec: TableSpec, groups: list[LineKey], rowset: RowSet, seed: int, resamples: int
                  ) -> tuple[list[Line], list[str]]:
     """Each method against zero-shot of the same teacher and the same run, on the same sample ids."""
+    pairs, samples = paired_tallies(rowset, spec)
+    by_cell = {key: part for key, part in pairs.groupby(PAIR_KEYS, sort=False)} if len(pairs) else {}
+    counts = {tuple(r[:5]): int(r[5]) for r in samples[[*PAIR_KEYS, "samples"]].itertuples(index=False)}
     lines, notes, unpaired = [], [], []
     for method, model, pretrained, run in groups:
         if method == BASELINE:
@@ -195,16 +176,13 @@ def paired_lines(spec: TableSpec, groups: list[LineKey], by_cell: dict, seed: in
                          + (" in this run" if run else "") + ", nothing pairs.")
         estimates, cells = {}, []
         for task in spec.tasks:
-            ours = _per_sample(by_cell.get((method, model, pretrained, run, task)))
-            base = _per_sample(by_cell.get((BASELINE, model, pretrained, run, task)))
-            pairing = pair(ours, base) if ours else pair({}, {})  # no data at all is a missing cell, not unpairing
             key = f"paired|{method}|{model}|{pretrained}|{task}" + (f"|{run}" if run else "")
-            est = estimate(pairing.differences, key, seed, resamples)
+            cell = (run, method, model, pretrained, task)
+            est, only_method, only_base = cell_pairing(by_cell, counts, cell, key, seed, resamples)
             estimates[task] = est
-            cells.append(_cell(est, unpaired=pairing.unpaired))
-            if pairing.unpaired:
-                unpaired.append(f"{method_label(method)} {teacher} {task}: {pairing.unpaired_method} only in "
-                                f"{method}, {pairing.unpaired_baseline} only in {BASELINE}")
+            cells.append(_cell(est, unpaired=only_method + only_base))
+            if only_method + only_base:
+                unpaired.append(unpaired_note(method, model, pretrained, task, only_method, only_base))
         lines.append(Line("paired", run_label(f"{method_label(method)} - {method_label(BASELINE)}", run), teacher, method,
                           model, pretrained, tuple(cells + _summaries(spec, estimates)), run))
     if unpaired:
@@ -212,27 +190,23 @@ def paired_lines(spec: TableSpec, groups: list[LineKey], by_cell: dict, seed: in
     return lines, notes
 
 
-def _tally(frame: pd.DataFrame) -> list[str]:
-    counts = frame.groupby(["method", "model", "pretrained", "task"], sort=False).size()
-    return [f"{method_label(m)} {teacher_label(mo, p)} {t}: {c}" for (m, mo, p, t), c in counts.items()]
-
-
 def build_report(
-    rows: pd.DataFrame, spec: TableSpec, reference: bool = True, seed: int = 0, resamples: int = RESAMPLES,
+    rows: RowSet | pd.DataFrame, spec: TableSpec, reference: bool = True, seed: int = 0, resamples: int = RESAMPLES,
     read_notes: tuple[str, ...] = (),
 ) -> PaperReport:
-    """`rows` as store.read_rows returns them (with a `run` column where runs are side by side). Every
-    method x teacher (x run) in `rows` gets a line, with n = 0 marks where it has no data for a column,
-    so a missing run is visible, not silently absent. `read_notes` say what was read."""
-    if "run" not in rows.columns:
-        rows = rows.assign(run="")
-    inside = rows[rows["task"].isin(spec.tasks)]
+    """`rows`: the runs' rows (a RowSet over their files, or a DataFrame with a `run` column where runs
+    are side by side). Every method x teacher (x run) in them gets a line, with n = 0 marks where it has
+    no data for a column, so a missing run is visible, not silently absent. `read_notes` say what was
+    read. Only aggregates leave the query engine: counts per cell and per paired difference."""
+    rowset = as_rowset(rows)
+    long = cells(rowset, recall=False)
+    inside = long[long["task"].isin(spec.tasks)]
     if inside.empty:
-        present = ", ".join(dict.fromkeys(rows["task"])) or "none"
+        present = ", ".join(dict.fromkeys(long["task"])) or "none"
         raise HarnessError(f"--table {spec.name}: none of its tasks ({', '.join(spec.tasks[:3])}, ...) is in the rows "
                            f"read (their tasks: {present})")
-    by_cell = {key: frame for key, frame in inside.groupby([*LINE_KEYS, "task"], sort=False)}
-    groups = lines_in_order(rows)
+    by_cell = {(r.method, r.model, r.pretrained, r.run, r.task): r for r in inside.itertuples()}
+    groups = line_keys(long)
     refs = list(load_reference(spec)) if reference else []
     lines: list[Line] = []
     notes = ["Cells: top-1 accuracy % [95% percentile bootstrap interval] (n scored samples); "
@@ -253,17 +227,20 @@ def build_report(
         lines.append(paper)
         paper_notes += found
     notes += paper_notes + list(read_notes)
-    errors = inside[inside["error"].notna()]
+    errors = inside[inside["errors"] > 0]
     if len(errors):
-        notes.append(f"Error rows excluded from scoring ({len(errors)}): {'; '.join(_tally(errors))}.")
-    outside = rows[~rows["task"].isin(spec.tasks)]
+        tally = "; ".join(f"{method_label(r.method)} {teacher_label(r.model, r.pretrained)} {r.task}: {r.errors}"
+                          for r in errors.itertuples())
+        notes.append(f"Error rows excluded from scoring ({int(errors['errors'].sum())}): {tally}.")
+    outside = long[~long["task"].isin(spec.tasks)]
     if len(outside):
         others = ", ".join(dict.fromkeys(outside["task"]))
-        notes.append(f"Rows of tasks outside this table, not shown ({len(outside)}): {others}.")
-    paired, paired_notes = paired_lines(spec, groups, by_cell, seed, resamples)
-    cost = cost_lines(inside, groups)
+        notes.append(f"Rows of tasks outside this table, not shown ({int((outside['n'] + outside['errors']).sum())}): "
+                     f"{others}.")
+    paired, paired_notes = paired_lines(spec, groups, rowset, seed, resamples)
+    cost = cost_lines(rowset, groups, spec.tasks)
     return PaperReport(spec, tuple(lines), tuple(paired), tuple(cost), tuple(notes), tuple(paired_notes),
-                       tuple(cost_notes(inside)), seed, resamples)
+                       tuple(cost_notes(rowset, spec.tasks)), seed, resamples)
 
 
 def flatten(lines: Iterable[Line], spec: TableSpec) -> list[dict]:

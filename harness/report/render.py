@@ -13,42 +13,49 @@ from tabulate import tabulate
 from harness.registry import Registry
 from harness.report.accuracy import METRICS, cells, pivot
 from harness.report.htmldoc import html_document
+from harness.report.rowset import RowSet
+from harness.report.stats import RESAMPLES
 
-Renderer = Callable[[pd.DataFrame], str]
+Rows = RowSet | pd.DataFrame
+Renderer = Callable[[Rows, int, int], str]
+"""(rows, bootstrap seed, resamples) -> text."""
 FORMATS: Registry[Renderer] = Registry("format (--format)")
 
 
 def _tabulated(fmt: str) -> Renderer:
     """One titled table per metric (top-1 first), each a method x task pivot."""
 
-    def render(rows: pd.DataFrame) -> str:
+    def render(rows: Rows, seed: int = 0, resamples: int = RESAMPLES) -> str:
         long = cells(rows)
         parts = []
         for metric, title in METRICS.items():
-            headers, body = pivot(long, metric)
+            headers, body = pivot(long, metric, seed, resamples)
             parts.append(f"{title}\n\n" + tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True))
         return "\n\n".join(parts)
 
     return render
 
 
+def _html(rows: Rows, seed: int = 0, resamples: int = RESAMPLES) -> str:
+    return html_document("apm-bench report: method x task", _tabulated("html")(rows, seed, resamples))
+
+
 FORMATS.add("markdown", _tabulated("github"))
 FORMATS.add("latex", _tabulated("latex_booktabs"))
-FORMATS.add("html", lambda rows: html_document("apm-bench report: method x task", _tabulated("html")(rows)))
-FORMATS.add("csv", lambda rows: cells(rows).to_csv(index=False, float_format="%.4f"))
-FORMATS.add("json", lambda rows: cells(rows).to_json(orient="records", indent=2))
+FORMATS.add("html", _html)
+FORMATS.add("csv", lambda rows, seed=0, resamples=RESAMPLES: cells(rows).to_csv(index=False, float_format="%.4f"))
+FORMATS.add("json", lambda rows, seed=0, resamples=RESAMPLES: cells(rows).to_json(orient="records", indent=2))
 
 
-def render(rows: pd.DataFrame, fmt: str) -> str:
-    return FORMATS.get(fmt)(rows)
+def render(rows: Rows, fmt: str, seed: int = 0, resamples: int = RESAMPLES) -> str:
+    return FORMATS.get(fmt)(rows, seed, resamples)
 
 
-def render_table(rows: pd.DataFrame, table: str, fmt: str, reference: bool = True, seed: int = 0,
+def render_table(rows: Rows, table: str, fmt: str, reference: bool = True, seed: int = 0,
                  resamples: int | None = None, read_notes: tuple[str, ...] = ()) -> str:
     """One of the paper's layouts (`tables.TABLES`), filled from `rows`, in format `fmt`."""
     from harness.report.paper import build_report
     from harness.report.render_paper import PAPER_FORMATS
-    from harness.report.stats import RESAMPLES
     from harness.report.tables import TABLES
 
     spec = TABLES.get(table)

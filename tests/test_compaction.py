@@ -1,0 +1,58 @@
+"""Finished shards merged into segment files: few files for a large run, nothing lost or duplicated
+when a compaction is cut short, and resume still knows every finished shard."""
+
+import pyarrow.parquet as pq
+
+from harness import store
+from harness.engine import runner
+from harness.engine.shards import Shard
+from harness.report.accuracy import cells
+from harness.report.inputs import read_report_input
+from harness.store import rows_to_table
+from test_report_tables import make_row
+
+
+def _shards(run_dir, count=10, per=3, task="imagenet"):
+    store.write_manifest(run_dir, {"run_id": run_dir.name, "started": "2026-01-01T00:00:00", "shards_total": count})
+    shards = []
+    for k in range(count):
+        shard = Shard(f"{task}-{k:05d}", task, ())
+        store.write_shard(run_dir, shard.shard_id,
+                          rows_to_table([make_row(task, "zeroshot", per * k + i, i % 2 == 0) for i in range(per)]))
+        shards.append(shard)
+    return shards
+
+
+def test_segments_replace_shard_files_and_keep_every_row(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    shards = _shards(run_dir)
+    before = cells(read_report_input([run_dir], tmp_path).rows)
+    monkeypatch.setattr(runner, "SEGMENT_SHARDS", 4)
+    compactor = runner.Compactor(run_dir, shards)
+    assert sum(len(v) for v in compactor.loose.values()) == 10  # finished by an earlier session: picked up
+    compactor.loose.clear()
+    for shard in shards:
+        compactor.finished(shard)  # segments of 4 as shards finish
+    assert len(store.segment_files(run_dir)) == 2 and len(list((run_dir / "shards").glob("*.parquet"))) == 2
+    compactor.flush()
+    assert len(store.segment_files(run_dir)) == 3 and not list((run_dir / "shards").glob("*.parquet"))
+    assert store.done_shards(run_dir) == {s.shard_id for s in shards}
+    segments = store.segment_files(run_dir)
+    assert sorted(pq.ParquetFile(p).metadata.num_rows for p in segments) == [6, 12, 12]
+    assert sorted(len(store.segment_shards(p)) for p in segments) == [2, 4, 4]
+    after = cells(read_report_input([run_dir], tmp_path).rows)
+    assert after.equals(before)
+
+
+def test_a_compaction_cut_short_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    shards = _shards(run_dir, count=4)
+    monkeypatch.setattr(store.Path, "unlink", lambda self, missing_ok=False: None)  # the crash: no shard deleted
+    store.compact(run_dir, [s.shard_id for s in shards[:3]], "imagenet")
+    monkeypatch.undo()
+    assert len(list((run_dir / "shards").glob("*.parquet"))) == 4  # segment in place, its shards still there
+    assert [p.name for p in store.row_files(run_dir)][1:] == ["imagenet-00003.parquet"]
+    assert read_report_input([run_dir], tmp_path).runs[0].rows == 12  # each row once
+    assert store.done_shards(run_dir) == {s.shard_id for s in shards}
+    store.tidy(run_dir)  # what the next run or resume does first
+    assert [p.stem for p in (run_dir / "shards").glob("*.parquet")] == ["imagenet-00003"]
