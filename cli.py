@@ -169,6 +169,8 @@ def run(
     from harness.engine.runner import run as run_engine  # torch, open_clip, Ray: only for a run that can start
 
     summary = run_engine(config, execution, tasks)
+    for line in summary.repaired:
+        typer.echo(f"re-ran the shards of {line}", err=True)
     typer.echo(
         f"{summary.run_dir}: {summary.shards_done}/{summary.shards_total} shards, {summary.samples} samples, "
         f"{summary.rows_written} rows written, {summary.errors} error rows"
@@ -197,6 +199,8 @@ def report(
     reference: Annotated[bool, typer.Option(help="With --table: the paper's rows beside ours, and the difference.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")] = 0,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 1000,
+    allow_incomplete: Annotated[bool, typer.Option(
+        help="Report the verified files of a run some of whose files fail verification (the notes say which).")] = False,
 ) -> None:
     """Top-1, top-5 and mean per-class recall per method x task, or a paper table, from the runs'
     Parquet files only. Names the runs read; runs that measured the same samples are shown side by
@@ -210,7 +214,7 @@ def report(
         renderer = FORMATS.get(format)
     else:
         TABLES.get(table), PAPER_FORMATS.get(format)  # unknown names fail before any file is read
-    read = read_report_input(list(dict.fromkeys(run_dirs or [])), out_root)
+    read = read_report_input(list(dict.fromkeys(run_dirs or [])), out_root, allow_incomplete)
     if table is None:
         typer.echo(renderer(read.rows, seed, resamples))
         for note in read.notes:

@@ -42,3 +42,10 @@ def collect(problems: list[str], check: Callable[..., T], *args: object) -> T | 
     except HarnessError as exc:
         problems.append(str(exc))
         return None
+
+
+class StorageError(HarnessError):
+    """Results could not be written (a full disk, a lost mount): the message says what, what is kept,
+    and how to go on."""
+
+    exit_code = 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness import store
+from harness import rundir, store
 from harness.config import RunConfig
 from harness.engine.shards import plan_shards
 from harness.report.rowset import RowSet, in_list
@@ -77,7 +77,7 @@ def measured(config: RunConfig, runs: list[Path]) -> dict[str, tuple[int, float,
         earlier = store.read_manifest(run_dir).get("config", {})
         methods = [m for m in config.methods if m not in found and m in earlier.get("methods", ())
                    and _settings(earlier, m) == _settings(wanted, m)]
-        files = [str(p) for p in store.row_files(run_dir)]
+        files = [str(p) for p in rundir.row_files(run_dir)]
         if not methods or not files:
             continue
         placeholders, params = in_list(methods)

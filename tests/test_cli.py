@@ -112,11 +112,15 @@ def test_the_fashion_suite_says_where_its_teacher_lives_and_how_to_make_it(tmp_p
     assert "apm-bench teacher train --data fashion-mnist" in message and "results/teachers" not in message
 
 
-def test_a_run_whose_every_row_is_an_error_exits_non_zero_and_says_why(tmp_path):
+def test_a_run_whose_every_row_is_an_error_exits_non_zero_and_says_why(ray_local, tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
     for name in ("cat", "dog"):
         (tmp_path / "data" / name).mkdir(parents=True)
         (tmp_path / "data" / name / "x.jpg").write_bytes(b"not an image")
-    done = apm_bench("run", "--task", f"imagefolder:{tmp_path / 'data'}", "--method", "zeroshot", "--no-progress",
-                     cwd=tmp_path)
-    assert done.returncode == 4, done.stderr
+    done = CliRunner().invoke(cli.app, ["run", "--task", f"imagefolder:{tmp_path / 'data'}", "--method", "zeroshot",
+                                        "--no-progress", "--out-root", str(tmp_path / "results")])
+    assert done.exit_code == 4, done.output
     assert "every row this run wrote is an error row (the first: " in done.stderr and "x.jpg" in done.stderr

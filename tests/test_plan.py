@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from harness import store
+from harness import rundir, store
 from harness.config import RunConfig, TeacherConfig
 from harness.engine.prepare import check
 from harness.plan import cost_lines, task_lines
@@ -55,7 +55,7 @@ def test_an_earlier_run_with_the_same_settings_gives_the_seconds(tmp_path):
     store.write_manifest(earlier, {"run_id": "earlier", "started": "2026-01-01T00:00:00",
                                    "config": json.loads(json.dumps(config.to_dict(), default=list))})
     rows = [make_row("synthetic", "zeroshot", i, True, model="apm-tiny", pretrained="none", seconds=0.5) for i in range(9)]
-    store.write_shard(earlier, "s-00000", rows_to_table(rows))
+    rundir.write_shard(earlier, "s-00000", rows_to_table(rows), "f")
     config, tasks, _ = check(config)
     costs = {c.method: c for c in cost_lines(config, task_lines(config, tasks), tasks, [earlier], None)}
     assert costs["zeroshot"].seconds == 0.5 and costs["zeroshot"].hours == pytest.approx(48 * 0.5 / 3600)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import store
+from harness import rundir, store
 from harness.config import ApmConfig, RunConfig
 from harness.engine.shards import plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
@@ -21,7 +21,7 @@ from tasks.registry import resolve_task
 
 EXE = shutil.which("apm-bench") or str(Path(sys.executable).parent / "apm-bench")
 SLOW = ["--task", "synthetic:4", "--method", "zeroshot,apm", "--shard-size", "3", "--workers", "2", "--no-progress",
-        "--apm-image-size", "64", "--apm-patch-size", "8", "--apm-hidden", "256,128", "--apm-steps", "60",
+        "--apm-image-size", "64", "--apm-patch-size", "8", "--apm-hidden", "256,128", "--apm-steps", "30",
         "--apm-lr", "1e-3"]
 RESULT = ["sample_id", "method", "prediction", "top5", "confidence", "prediction_before", "losses", "seed", "error"]
 
@@ -37,7 +37,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
 
 def _wait_for_shards(run_dir: Path, count: int, proc: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.time() + timeout
-    while len(store.done_shards(run_dir)) < count:
+    while len(rundir.done_shards(run_dir)) < count:
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "run made no progress"
         time.sleep(0.2)
@@ -100,16 +100,16 @@ def test_a_killed_worker_costs_only_its_shards(tmp_path, reference):
     pd.testing.assert_frame_equal(rows, reference, check_exact=True)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, reference, sig):
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, reference):
+    """Ctrl-C mid-run (SIGTERM and other moments: tests/test_interrupts.py), then --resume."""
     proc = _start([*SLOW, "--run-id", "cut"], tmp_path)
     run_dir = tmp_path / "results" / "cut"
     _wait_for_shards(run_dir, 2, proc)
-    proc.send_signal(sig)
+    proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"apm-bench run --resume {Path('results') / 'cut'}" in err and "Traceback" not in err
-    kept = store.done_shards(run_dir)
+    kept = rundir.done_shards(run_dir)
     assert 2 <= len(kept) < 16 and not list((run_dir / "shards").glob(".*"))  # nothing half-written
     assert store.read_manifest(run_dir)["finished"] is None
     resumed = subprocess.run([EXE, "run", "--resume", str(run_dir), "--no-progress", "--workers", "2"], cwd=tmp_path,
@@ -120,18 +120,21 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, reference, 
     assert store.read_manifest(run_dir)["finished"]
 
 
-def test_another_config_in_the_same_directory_is_refused_or_forked(tmp_path):
-    base = ["--task", "synthetic:1", "--method", "zeroshot", "--no-progress", "--run-id", "same"]
-    first = subprocess.run([EXE, "run", *base], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
-    refused = subprocess.run([EXE, "run", *base, "--seed", "7"], cwd=tmp_path, env=_env(), capture_output=True,
-                             text=True, timeout=300)
-    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
-    assert "another config" in refused.stderr and "--force-new" in refused.stderr
-    forked = subprocess.run([EXE, "run", *base, "--seed", "7", "--force-new"], cwd=tmp_path, env=_env(),
-                            capture_output=True, text=True, timeout=300)
-    assert forked.returncode == 0, forked.stderr
-    assert len(list((tmp_path / "results").iterdir())) == 2
+def test_another_config_in_the_same_directory_is_refused_or_forked(ray_local, tmp_path):
+    from harness.config import ExecConfig
+    from harness.engine.runner import run
+    from harness.errors import HarnessError
+
+    base = RunConfig(tasks=("synthetic:1",), methods=("zeroshot",))
+    execution = ExecConfig(out_root=str(tmp_path / "results"), run_id="same", workers=1, progress=False)
+    run(base, execution)
+    other = RunConfig(tasks=("synthetic:1",), methods=("zeroshot",), seed=7)
+    with pytest.raises(HarnessError, match="another config.*--force-new") as refused:
+        run(other, execution)
+    assert "\n" not in str(refused.value)
+    forked = run(other, ExecConfig(out_root=str(tmp_path / "results"), run_id="same", workers=1, progress=False,
+                                   force_new=True))
+    assert forked.run_dir.name != "same" and len(list((tmp_path / "results").iterdir())) == 2
 
 
 def test_a_non_finite_ttt_loss_marks_the_row_failed_with_its_step():

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from typer.testing import CliRunner
 
-from harness import store
+from harness import rundir, store
 from harness.errors import HarnessError
 from harness.report.accuracy import cells
 from harness.report.inputs import read_report_input
@@ -18,7 +18,7 @@ def _run(root, name, rows, started="2026-01-01T00:00:00", **manifest):
     run_dir = root / name
     store.write_manifest(run_dir, {"run_id": name, "started": started, **manifest})
     for i in range(0, len(rows), 8):
-        store.write_shard(run_dir, f"s-{i:05d}", rows_to_table(rows[i:i + 8]))
+        rundir.write_shard(run_dir, f"s-{i:05d}", rows_to_table(rows[i:i + 8]), "f")
     return run_dir
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from harness import store
+from harness import rundir, store
 from harness.errors import HarnessError
 from harness.report.paper import build_report
 from harness.report.render import render, render_table
@@ -63,7 +63,7 @@ def fixture_rows() -> list[Row]:
 def write_run(tmp_path: Path, rows: list[Row], name: str = "run") -> Path:
     run_dir = tmp_path / name
     store.write_manifest(run_dir, {"run_id": name, "started": "2026-01-01T00:00:00"})
-    store.write_shard(run_dir, "s-00000", rows_to_table(rows))
+    rundir.write_shard(run_dir, "s-00000", rows_to_table(rows), "f")
     return run_dir
 
 

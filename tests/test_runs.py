@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from harness import store
+from harness import rundir, store
 from harness.report.runs import HEADERS, list_runs, render_runs
 from harness.store import rows_to_table
 from test_report_tables import make_row
@@ -22,7 +22,7 @@ def manifest(run_id, started, methods, shards_total, suite=None, failed=None, **
 
 def shard(run_dir, shard_id, methods, samples):
     rows = [make_row("synthetic", m, i, True) for i in samples for m in methods]
-    store.write_shard(run_dir, shard_id, rows_to_table(rows))
+    rundir.write_shard(run_dir, shard_id, rows_to_table(rows), "f")
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_only_footers_are_read(results, monkeypatch):
 def test_a_damaged_run_is_named_and_does_not_hide_the_others(results):
     (results / "broken").mkdir()
     (results / "broken" / store.MANIFEST).write_text("{not json")
-    (results / "smoke-old" / store.SHARDS / "synthetic-00002.parquet").write_bytes(b"not parquet")
+    (results / "smoke-old" / rundir.SHARDS / "synthetic-00002.parquet").write_bytes(b"not parquet")
     text = render_runs(list_runs(results), results)
     assert [row[0] for row in cells(text.split("\n" + str(results))[0])[1:]] == ["run-new", "smoke-old", "resumed"]
     assert f"{results / 'broken'}: unreadable manifest" in text

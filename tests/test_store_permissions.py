@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from harness import store
+from harness import rundir, store
 from harness.store import rows_to_table
 from test_report_tables import make_row
 
@@ -31,7 +31,7 @@ def leftovers(folder) -> list[str]:
 def test_shard_and_manifest_modes_follow_the_umask(tmp_path, umask):
     run_dir = tmp_path / "run"
     store.write_manifest(run_dir, {"run_id": "run"})
-    shard = store.write_shard(run_dir, "t-00000", rows_to_table([make_row("imagenet", "zeroshot", 0, True)]))
+    shard = rundir.write_shard(run_dir, "t-00000", rows_to_table([make_row("imagenet", "zeroshot", 0, True)]), "f")
     expected = 0o666 & ~umask  # 0644 under the usual 022
     assert mode(run_dir / store.MANIFEST) == expected
     assert mode(shard) == expected
@@ -45,7 +45,7 @@ def test_a_failed_write_leaves_no_temporary_file_and_keeps_the_old_one(tmp_path,
     run_dir = tmp_path / "run"
     store.write_manifest(run_dir, {"run_id": "run", "n": 1})
     table = rows_to_table([make_row("imagenet", "zeroshot", 0, True)])
-    store.write_shard(run_dir, "t-00000", table)
+    rundir.write_shard(run_dir, "t-00000", table, "f")
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -54,9 +54,9 @@ def test_a_failed_write_leaves_no_temporary_file_and_keeps_the_old_one(tmp_path,
     with pytest.raises(OSError, match="disk full"):
         store.write_manifest(run_dir, {"run_id": "run", "n": 2})
     with pytest.raises(OSError, match="disk full"):
-        store.write_shard(run_dir, "t-00000", table)
+        rundir.write_shard(run_dir, "t-00000", table, "f")
     with pytest.raises(TypeError):  # not JSON: fails while writing, before the rename
         store.write_manifest(run_dir, {1j: "complex keys are not JSON"})
     monkeypatch.undo()
-    assert leftovers(run_dir) == [] and leftovers(run_dir / store.SHARDS) == []
-    assert store.read_manifest(run_dir)["n"] == 1 and store.done_shards(run_dir) == {"t-00000"}
+    assert leftovers(run_dir) == [] and leftovers(run_dir / rundir.SHARDS) == []
+    assert store.read_manifest(run_dir)["n"] == 1 and rundir.done_shards(run_dir) == {"t-00000"}

@@ -4,8 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import store
-from harness.errors import HarnessError
+from harness import rundir, store
 from harness.report.accuracy import cells
 from harness.report.stats import estimate
 from harness.report.render import render
@@ -27,14 +26,14 @@ def _row(task: str, method: str, i: int, correct: bool | None, error: str | None
 def _run_dir(tmp_path, name: str, rows: list[Row], started: str = "2026-01-01T00:00:00"):
     run_dir = tmp_path / name
     store.write_manifest(run_dir, {"run_id": name, "started": started})
-    store.write_shard(run_dir, "t-00000", rows_to_table(rows))
+    rundir.write_shard(run_dir, "t-00000", rows_to_table(rows), "f")
     return run_dir
 
 
 def test_shard_write_is_atomic_and_round_trips(tmp_path):
     rows = [_row("a", "zeroshot", i, i % 2 == 0) for i in range(5)]
     run_dir = _run_dir(tmp_path, "run", rows)
-    assert store.done_shards(run_dir) == {"t-00000"}
+    assert rundir.done_shards(run_dir) == {"t-00000"}
     assert not list((run_dir / "shards").glob("*.tmp")) and not list((run_dir / "shards").glob(".*"))
     back = store.read_rows([run_dir])
     assert len(back) == 5 and list(back.columns) == store.SCHEMA.names

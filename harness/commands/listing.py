@@ -53,6 +53,32 @@ def runs(
     typer.echo(render_runs(list_runs(out_root), out_root))
 
 
+@interruptible
+def verify(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to check.")],
+) -> None:
+    """Check every result file of the runs against its record (sha256, rows, run): one line per file
+    that fails, and exit 1 if any does. `apm-bench run --resume RUN_DIR` repairs what fails."""
+    from harness import rundir
+    from harness.store import read_manifest
+
+    failed = 0
+    for run_dir in run_dirs:
+        manifest = read_manifest(run_dir)
+        verdict = rundir.verify(run_dir, manifest.get("fingerprint"))
+        total = manifest.get("shards_total") or "?"
+        typer.echo(f"{run_dir}: {len(verdict.files)} result file(s) verified, {len(verdict.shards)}/{total} shards "
+                   f"finished, {len(verdict.bad)} file(s) failed")
+        for path, reason in verdict.bad:
+            typer.echo(f"{path}: {reason}", err=True)
+        failed += len(verdict.bad)
+    if failed:
+        typer.echo(f"error: {failed} result file(s) failed verification; repair with: apm-bench run --resume RUN_DIR",
+                   err=True)
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("ls")(list_things)
     app.command("runs")(runs)
+    app.command("verify")(verify)

@@ -40,6 +40,14 @@ def worker_failure(exc: BaseException) -> HarnessError:
     return HarnessError(f"a worker failed ({type(exc).__name__}): {lines[-1] if lines else 'no message'}")
 
 
+def _count(result: DispatchResult, table: pa.Table) -> None:
+    errors = table.column("error")
+    result.rows += table.num_rows
+    result.error_rows += table.num_rows - errors.null_count
+    if result.first_error is None and errors.null_count < table.num_rows:
+        result.first_error = next(e for e in errors.to_pylist() if e is not None)
+
+
 def _creation_failed(exc: BaseException) -> bool:
     """The actor's __init__ raised (bad weights, missing package): restarting cannot help."""
     text = str(exc)
@@ -53,9 +61,11 @@ def dispatch(
     max_attempts: int = 3,
     max_restarts: int = 2,
     recovery_seconds: float = 300.0,
+    check: Callable[[Shard, pa.Table], str | None] | None = None,
 ) -> DispatchResult:
     """Run every shard on some actor; `write` each result as it arrives (the driver holds one
-    shard's rows at a time). Returns counts and the shards given up on.
+    shard's rows at a time), unless `check` finds it wrong (then it is retried like a failure).
+    Returns counts and the shards given up on.
 
     A worker that dies is sent nothing until a ping shows Ray has restarted it (its shards go to the
     others meanwhile); one that died more than `max_restarts` times, or does not come back within
@@ -129,12 +139,12 @@ def dispatch(
             except ray.exceptions.RayTaskError as exc:
                 retry(shard, str(worker_failure(exc)))
             else:
-                write(shard, table)
-                result.rows += table.num_rows
-                errors = table.column("error")
-                result.error_rows += table.num_rows - errors.null_count
-                if result.first_error is None and errors.null_count < table.num_rows:
-                    result.first_error = next(e for e in errors.to_pylist() if e is not None)
+                wrong = check(shard, table) if check is not None else None
+                if wrong:
+                    retry(shard, wrong)
+                else:
+                    write(shard, table)
+                    _count(result, table)
         for j in range(len(actors)):  # a re-queued shard may go to any actor with room
             feed(j)
         if queue and not pending:

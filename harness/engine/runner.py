@@ -18,13 +18,13 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import interrupts, store
+from harness import interrupts, rundir, store
 from harness.config import ExecConfig, RunConfig
 from harness.engine.dispatch import DispatchResult, dispatch
 from harness.engine.shards import Shard, plan_shards, slug
 from harness.engine.worker import RunIdentity, ShardWorker
 from harness.engine.prepare import pin_weights, prepare
-from harness.errors import HarnessError, Interrupted
+from harness.errors import HarnessError, Interrupted, StorageError
 from harness.provenance import code_version, package_versions
 from tasks.base import Task
 
@@ -43,6 +43,9 @@ class RunSummary:
     """Shards given up on after repeated failures (shard id -> reason); a resume retries them."""
     first_error: str | None = None
     """The first error row's message in this session."""
+    repaired: tuple[str, ...] = ()
+    """Result files that failed verification at the start (set aside in quarantine/, their shards run
+    again), each with why."""
 
 
 SEGMENT_SHARDS = 256
@@ -54,13 +57,13 @@ class Compactor:
     one at a time; a segment costs one read of SEGMENT_SHARDS small files), and the rest when the run
     ends. An interrupted run is not compacted: its resume is."""
 
-    def __init__(self, run_dir: Path, shards: list[Shard]) -> None:
+    def __init__(self, run_dir: Path, shards: list[Shard], fingerprint: str, verified: tuple[Path, ...]) -> None:
         self.run_dir = run_dir
+        self.fingerprint = fingerprint
         self.task_of = {s.shard_id: s.task for s in shards}
         self.loose: dict[str, list[str]] = {}
-        covered = store.covered_shards(run_dir)
-        for path in sorted((run_dir / store.SHARDS).glob("*.parquet")):  # finished by an earlier session
-            if path.stem in self.task_of and path.stem not in covered:
+        for path in verified:  # shard files an earlier session finished (verified) but did not merge
+            if path.parent.name == rundir.SHARDS and path.stem in self.task_of:
                 self.loose.setdefault(self.task_of[path.stem], []).append(path.stem)
 
     def finished(self, shard: Shard) -> None:
@@ -76,7 +79,7 @@ class Compactor:
     def _compact(self, task: str) -> None:
         ids = self.loose.pop(task, [])
         if ids:
-            store.compact(self.run_dir, ids, slug(task))
+            rundir.compact(self.run_dir, ids, slug(task), self.fingerprint)
 
 
 def new_run_id(config: RunConfig) -> str:
@@ -201,45 +204,65 @@ def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = Non
     shards = plan_shards(tasks, config.shard_size, config.data.limit, config.seed)
     requested = Path(execution.out_root) / (execution.run_id or new_run_id(config))
     is_new = not (requested / store.MANIFEST).exists()
-    run_dir, manifest = open_run_dir(requested, config, execution, len(shards), sum(len(s.refs) for s in shards))
+    with _storage(requested, 0, nothing_yet=True):
+        run_dir, manifest = open_run_dir(requested, config, execution, len(shards), sum(len(s.refs) for s in shards))
     is_new = is_new or run_dir != requested
-    store.tidy(run_dir)
-    done = store.done_shards(run_dir)
-    todo = [s for s in shards if s.shard_id not in done]
+    verdict = rundir.verify(run_dir, manifest["fingerprint"])  # every file a resume would skip, checked
+    rundir.quarantine(run_dir, verdict.bad)
+    rundir.tidy(run_dir, verdict)
+    todo = [s for s in shards if s.shard_id not in verdict.shards]
     identity = RunIdentity(run_dir.name, manifest["fingerprint"], code_version())
-    compactor = Compactor(run_dir, shards)
+    compactor = Compactor(run_dir, shards, identity.fingerprint, verdict.files)
     result = DispatchResult()
-    if todo:
-        try:
+    try:
+        if todo:
             interrupts.check()
             with ray_session(execution):
                 result = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir, compactor)
-        except BaseException as exc:
-            finished = len(store.done_shards(run_dir))
-            if is_new and not finished:
-                shutil.rmtree(run_dir)  # nothing finished: leave no empty run behind to be reported
-            if not isinstance(exc, KeyboardInterrupt):
-                raise
-            if not finished:
-                raise Interrupted("interrupted before any shard finished; nothing was kept") from None
-            raise Interrupted(
-                f"interrupted: {finished}/{len(shards)} shards finished and kept in {run_dir}; "
-                f"finish the rest with: apm-bench run --resume {run_dir}"
-            ) from None
-    compactor.flush()
-    manifest["failed_shards"] = result.failed
-    manifest["finished"] = None if result.failed else _now()
-    store.write_manifest(run_dir, manifest)
+        with _storage(run_dir, len(shards)):
+            compactor.flush()
+            manifest["failed_shards"] = result.failed
+            manifest["finished"] = None if result.failed else _now()
+            store.write_manifest(run_dir, manifest)
+    except BaseException as exc:
+        finished = len(rundir.done_shards(run_dir))
+        if is_new and not finished:
+            shutil.rmtree(run_dir)  # nothing finished: leave no empty run behind to be reported
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
+        if not finished:
+            raise Interrupted("interrupted before any shard finished; nothing was kept") from None
+        raise Interrupted(
+            f"interrupted: {finished}/{len(shards)} shards finished and kept in {run_dir}; "
+            f"finish the rest with: apm-bench run --resume {run_dir}"
+        ) from None
     return RunSummary(
         run_dir=run_dir,
         samples=sum(len(s.refs) for s in shards),
         rows_written=result.rows,
-        shards_done=len(store.done_shards(run_dir)),
+        shards_done=len(rundir.done_shards(run_dir)),
         shards_total=len(shards),
         errors=result.error_rows,
         failed=dict(result.failed),
         first_error=result.first_error,
+        repaired=tuple(f"{path.relative_to(run_dir)}: {reason}" for path, reason in verdict.bad),
     )
+
+
+@contextlib.contextmanager
+def _storage(run_dir: Path, total: int, nothing_yet: bool = False) -> Iterator[None]:
+    """An OSError while writing results (a full disk, a lost mount) becomes one line: what could not be
+    written, what is kept, and how to go on. The writes themselves leave no temporary file."""
+    try:
+        yield
+    except OSError as exc:
+        what = exc.filename or run_dir
+        cause = exc.strerror or str(exc)
+        if nothing_yet:
+            raise StorageError(f"cannot write {what}: {cause}; nothing was written") from None
+        done = len(rundir.done_shards(run_dir))
+        raise StorageError(f"cannot write {what}: {cause}; the {done}/{total} finished shards are kept; "
+                           f"free space, then finish with: apm-bench run --resume {run_dir}") from None
 
 
 def _dispatch(
@@ -282,13 +305,23 @@ def _dispatch(
     interrupts.check()
 
     def write(shard: Shard, table) -> None:
-        store.write_shard(run_dir, shard.shard_id, table)
+        rundir.write_shard(run_dir, shard.shard_id, table, identity.fingerprint)
         compactor.finished(shard)
         bar.update(task_id, advance=len(shard.refs))
 
+    def wrong(shard: Shard, table) -> str | None:
+        """A shard's table must hold every (sample, method) once, from this run."""
+        expected = len(shard.refs) * len(config.methods)
+        if table.num_rows != expected:
+            return f"the worker returned {table.num_rows} rows, not {expected}"
+        fingerprints = set(table.column("fingerprint").to_pylist())
+        return None if fingerprints <= {identity.fingerprint} else f"rows of another run ({fingerprints})"
+
+    total = len(rundir.done_shards(run_dir)) + len(todo)
     try:
-        with _progress(execution.progress, sum(len(s.refs) for s in todo), count, device) as (bar, task_id):
-            return dispatch(actors, todo, write, execution.max_attempts, execution.max_restarts)
+        with _storage(run_dir, total), \
+                _progress(execution.progress, sum(len(s.refs) for s in todo), count, device) as (bar, task_id):
+            return dispatch(actors, todo, write, execution.max_attempts, execution.max_restarts, check=wrong)
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)

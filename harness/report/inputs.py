@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import store
+from harness import rundir, store
 from harness.errors import HarnessError
 from harness.report.rowset import Orders, RowSet
 
@@ -86,9 +86,20 @@ def newest_run_with_rows(root: Path) -> tuple[Path, int]:
     if not runs:
         raise HarnessError(f"no runs under {root}/ (run `apm-bench run` first, or name a run directory)")
     for skipped, run_dir in enumerate(runs):
-        if store.row_files(run_dir):
+        if rundir.row_files(run_dir):
             return run_dir, skipped
     raise HarnessError(f"no run under {root}/ has a finished shard yet ({len(runs)} run(s) without any)")
+
+
+def _unverified(run_dir: Path, verdict: rundir.Verdict, allow_incomplete: bool) -> str:
+    first, reason = verdict.bad[0]
+    more = f" (and {len(verdict.bad) - 1} more file(s))" if len(verdict.bad) > 1 else ""
+    if not allow_incomplete:
+        raise HarnessError(f"{first}: {reason}{more}; repair it with: apm-bench run --resume {run_dir} "
+                           "(or report the rest with --allow-incomplete)")
+    listed = "; ".join(f"{p.relative_to(run_dir)}: {r}" for p, r in verdict.bad)
+    return (f"INCOMPLETE: {run_dir} has {len(verdict.bad)} result file(s) that failed verification, left out of "
+            f"these tables ({listed}); repair with: apm-bench run --resume {run_dir}")
 
 
 def _orders(manifests: list[dict], runs: list[str]) -> Orders:
@@ -101,7 +112,10 @@ def _orders(manifests: list[dict], runs: list[str]) -> Orders:
                   tuple(dict.fromkeys(teachers)))
 
 
-def read_report_input(run_dirs: list[Path] | None, root: Path) -> ReportInput:
+def read_report_input(run_dirs: list[Path] | None, root: Path, allow_incomplete: bool = False) -> ReportInput:
+    """The rows of `run_dirs` (default: the newest run with rows under `root`), every result file
+    verified first (harness.rundir.verify): a file that fails stops the report with one line naming it
+    and the repair, unless `allow_incomplete`, which reports the rest and says so in the notes."""
     notes = []
     if not run_dirs:
         newest, skipped = newest_run_with_rows(root)
@@ -111,13 +125,16 @@ def read_report_input(run_dirs: list[Path] | None, root: Path) -> ReportInput:
     reads, manifests, files = [], [], []
     for run_dir in run_dirs:
         manifest = store.read_manifest(run_dir)
-        found = [str(p) for p in store.row_files(run_dir)]
+        verdict = rundir.verify(run_dir, manifest.get("fingerprint"))
+        if verdict.bad:
+            notes.append(_unverified(run_dir, verdict, allow_incomplete))
+        found = [str(p) for p in verdict.files]
         if not found:
             notes.append(f"Skipped {run_dir}: no finished shard yet.")
             continue
         n, samples = RowSet.from_files(found).query(RUN_STATS_SQL).iloc[0]
         reads.append(RunRead(run_dir, int(n), int(samples), manifest.get("samples_total"),
-                             len(store.done_shards(run_dir)), manifest.get("shards_total"),
+                             len(verdict.shards), manifest.get("shards_total"),
                              len(manifest.get("failed_shards") or {}), manifest.get("finished")))
         manifests.append(manifest)
         files += found

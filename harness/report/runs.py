@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from harness.errors import HarnessError
-from harness.store import MANIFEST, SHARDS, read_manifest
+from harness.rundir import SHARDS
+from harness.store import MANIFEST, read_manifest
 
 HEADERS = ("run", "suite", "teacher", "methods", "samples", "shards finished", "unfinished", "failed", "started")
 """The table's columns; finished / unfinished / failed count shards."""
