@@ -42,7 +42,9 @@ def run(
     seed: Annotated[int, typer.Option(help="Run seed; per-sample seeds derive from it.")] = 0,
     shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard.")] = 16,
     workers: Annotated[Optional[int], typer.Option(min=1, help="CPU actors (without GPUs).")] = None,
-    threads: Annotated[int, typer.Option(min=1, help="torch threads per CPU actor.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads per actor (fixed: results do not depend on it).")] = 1,
+    cpus_per_worker: Annotated[Optional[float], typer.Option(
+        min=1.0, help="CPUs a GPU worker reserves to decode images and make views; default its node's CPUs / GPUs.")] = None,
     address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (host:port); default local.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out_root: Annotated[Path, typer.Option(help="Folder holding run directories.")] = Path("results"),
@@ -143,13 +145,15 @@ def run(
         suite=suite,
     )
     execution = ExecConfig(
-        str(out_root), run_id, address, workers, device, threads, progress,
+        out_root=str(out_root), run_id=run_id, address=address, workers=workers, device=device,
+        threads_per_worker=threads, progress=progress,
         data_root=str(data_root) if data_root else None,
         splits_dir=str(splits_dir) if splits_dir else None,
         skip_missing=skip_missing,
         force_new=force_new,
         max_attempts=max_attempts,
         max_restarts=max_restarts,
+        cpus_per_worker=cpus_per_worker,
     )
     tasks: list = []
     if config is not None:
@@ -171,6 +175,9 @@ def run(
     summary = run_engine(config, execution, tasks)
     for line in summary.repaired:
         typer.echo(f"re-ran the shards of {line}", err=True)
+    if summary.unplaced:
+        typer.echo(f"note: {summary.unplaced} worker(s) were never placed (the cluster's GPUs or CPUs were taken); "
+                   "the others ran every shard", err=True)
     typer.echo(
         f"{summary.run_dir}: {summary.shards_done}/{summary.shards_total} shards, {summary.samples} samples, "
         f"{summary.rows_written} rows written, {summary.errors} error rows"

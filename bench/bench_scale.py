@@ -70,6 +70,7 @@ def _block(task: str, samples: int, model: str, pretrained: str, method: str, rn
         "losses": pa.ListArray.from_arrays(offsets, pa.array(losses, pa.float32())),
         "seconds": pa.array(rng.gamma(2.0, 0.05 + 0.5 * (method == "apm"), n)),
         "flops": pa.array(np.full(n, 2 * 10**10, np.int64)), "peak_memory_bytes": pa.array(np.full(n, None), pa.int64()),
+        "peak_memory_samples": pa.array(np.full(n, None), pa.int32()), "precision": const("bf16"),
         "device": const("cuda:0"), "worker": const("node:1"), "error": pa.array(error, pa.string()),
     }
     return pa.table({f.name: columns[f.name].cast(f.type) for f in store.SCHEMA}, schema=store.SCHEMA)

@@ -127,6 +127,10 @@ class RunConfig:
     suite: str | None = None
     task_versions: tuple[tuple[str, str], ...] = ()
     """(task spec, task version) pairs, filled when tasks are resolved, so data changes show."""
+    device_type: str | None = None
+    """cpu or cuda: where the networks ran, resolved when the run starts. In the fingerprint, because
+    devices differ in arithmetic; with `teacher.precision` it gives the effective precision (autocast
+    applies on CUDA only)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,6 +166,10 @@ class ExecConfig:
     """auto (cuda when the cluster has GPUs), cpu, or cuda."""
     threads_per_worker: int = 1
     """torch intra-op threads per actor; fixed so that results do not depend on worker count."""
+    cpus_per_worker: float | None = None
+    """CPUs a GPU worker reserves for decoding and views; default its node's CPUs divided by its GPUs."""
+    placement_timeout: float = 600.0
+    """Seconds to wait for a first worker to be placed and loaded before giving up."""
     progress: bool = True
     data_root: str | None = None
     """Folder holding the datasets in their usual layouts; default $APM_BENCH_DATA."""

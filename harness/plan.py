@@ -97,6 +97,7 @@ def counted_flops(config: RunConfig, tasks: list[Task]) -> dict[tuple[str, str],
     from harness.models.teacher import Teacher
 
     model, _, preprocess = open_clip.create_model_and_transforms(config.teacher.model, device="meta")
+    model.eval().requires_grad_(False)  # frozen, as a loaded teacher: no weight gradients to count
     tokenizer = open_clip.get_tokenizer(config.teacher.model)
     device = torch.device("meta")
     embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])

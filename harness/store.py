@@ -60,7 +60,12 @@ class Row:
     seconds: float
     flops: int | None
     peak_memory_bytes: int | None
+    """The method's peak device memory above what was allocated when it started (CUDA only)."""
+    peak_memory_samples: int | None
+    """How many samples that peak covers (a batch of APMs trained together, or one sample)."""
     device: str
+    precision: str
+    """What the networks computed in: the requested precision on CUDA, fp32 on a CPU."""
     worker: str
     error: str | None
 
@@ -99,7 +104,9 @@ SCHEMA = pa.schema(
         ("seconds", pa.float64()),
         ("flops", pa.int64()),
         ("peak_memory_bytes", pa.int64()),
+        ("peak_memory_samples", pa.int32()),
         ("device", pa.string()),
+        ("precision", pa.string()),
         ("worker", pa.string()),
         ("error", pa.string()),
     ]

@@ -52,14 +52,25 @@ def test_chunked_locations_give_the_same_values_and_gradients():
 
 def test_reset_draws_every_parameter_from_the_seeded_normal():
     net = ApmNet(TINY, 64)
-    net.reset_parameters(torch.Generator().manual_seed(7))
+    net.reset_parameters(7)
     first = [p.detach().clone() for p in net.parameters()]
-    net.reset_parameters(torch.Generator().manual_seed(7))
+    net.reset_parameters(7)
     assert all(torch.equal(a, b) for a, b in zip(first, net.parameters()))
     flat = torch.cat([p.detach().flatten() for p in net.parameters()])
     assert abs(flat.std().item() - 0.01) < 1e-3 and abs(flat.mean().item()) < 1e-3
-    net.reset_parameters(torch.Generator().manual_seed(8))
+    net.reset_parameters(8)
     assert not torch.equal(first[0], next(net.parameters()))
+
+
+def test_a_sample_starts_from_the_same_weights_on_every_device():
+    """Draws come from a CPU generator whatever the network's device (a CUDA generator draws another
+    stream): here a network on the meta device gets exactly the CPU network's first weights."""
+    from harness.models.apm import draw_parameters
+
+    cpu = ApmNet(TINY, 64)
+    cpu.reset_parameters(11)
+    elsewhere = draw_parameters(ApmNet(TINY, 64).to("meta"), 11)
+    assert all(d.device.type == "cpu" and torch.equal(d, p) for d, p in zip(elsewhere, cpu.parameters()))
 
 
 def test_ttt_drives_the_loss_down_100x_in_250_steps(teacher):

@@ -49,7 +49,7 @@ def test_local_ray_binds_to_loopback(ray_local):
 def test_rerun_skips_finished_shards_and_refuses_another_config(tmp_path, ray_local):
     first = _run(tmp_path, 2, "same")
     manifest = store.read_manifest(first.run_dir)
-    assert manifest["fingerprint"] == prepare(CONFIG)[0].fingerprint() and manifest["finished"]
+    assert manifest["fingerprint"] == dataclasses.replace(prepare(CONFIG)[0], device_type="cpu").fingerprint() and manifest["finished"]
     assert manifest["versions"]["torch"] and manifest["code_version"]
     assert manifest["config"]["task_versions"] == [["synthetic:2", "1"]]
     again = _run(tmp_path, 2, "same")

@@ -65,7 +65,7 @@ def test_run_ttt_under_the_demo_recipe_equals_the_demo_loop_written_out():
     net = ApmNet(config, 16)
     x, target = torch.randn(3, 32, 32), torch.randn(16)
     got = run_ttt(net, x, target, seed=5)
-    net.reset_parameters(torch.Generator().manual_seed(5))
+    net.reset_parameters(5)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=200, gamma=0.1)
     optimizer.zero_grad()

@@ -46,7 +46,7 @@ def make_row(task, method, i, correct, error=None, model="ViT-B-16", pretrained=
         top5=[1], top5_correct=correct, confidence=0.5, prediction_before=None, n_templates=1, template_set="single",
         ttt_steps=20 if method == "apm" else 0, loss_first=None, loss_last=None, losses=list(losses),
         seconds=seconds if seconds is not None else (2.0 + i if method == "apm" else 0.01), flops=None,
-        peak_memory_bytes=None, device="cpu",
+        peak_memory_bytes=None, peak_memory_samples=None, device="cpu", precision="fp32",
         worker="w", error=error,
     )
 

@@ -19,7 +19,7 @@ def _row(task: str, method: str, i: int, correct: bool | None, error: str | None
         content_hash="h", label=label, n_classes=n_classes, protocol="apm-bench", method=method, model=model, pretrained="none", weights_source="none", weights_sha256=None, seed=i,
         prediction=None if correct is None else (1 if correct else 0), correct=correct, top5=[1, 0],
         top5_correct=top5, confidence=0.5, prediction_before=None, n_templates=1, template_set="single",
-        ttt_steps=0, loss_first=None, loss_last=None, losses=[], seconds=0.1, flops=None, peak_memory_bytes=None, device="cpu", worker="w", error=error,
+        ttt_steps=0, loss_first=None, loss_last=None, losses=[], seconds=0.1, flops=None, peak_memory_bytes=None, peak_memory_samples=None, device="cpu", precision="fp32", worker="w", error=error,
     )
 
 

@@ -28,6 +28,8 @@ class DispatchResult:
     """shard id -> why it was given up on."""
     first_error: str | None = None
     """The first error row's message, to show when every row is one."""
+    unplaced: int = 0
+    """Workers the cluster never placed (their resources were taken): they ran nothing."""
 
 
 def worker_failure(exc: BaseException) -> HarnessError:
@@ -62,14 +64,20 @@ def dispatch(
     max_restarts: int = 2,
     recovery_seconds: float = 300.0,
     check: Callable[[Shard, pa.Table], str | None] | None = None,
+    placement_seconds: float = 600.0,
+    gather_seconds: float = 30.0,
 ) -> DispatchResult:
     """Run every shard on some actor; `write` each result as it arrives (the driver holds one
     shard's rows at a time), unless `check` finds it wrong (then it is retried like a failure).
     Returns counts and the shards given up on.
 
-    A worker that dies is sent nothing until a ping shows Ray has restarted it (its shards go to the
-    others meanwhile); one that died more than `max_restarts` times, or does not come back within
-    `recovery_seconds`, is retired."""
+    An actor gets shards only once a ping shows it placed and loaded: one the cluster cannot place
+    (its GPU or CPUs are taken) never holds shards the others could run; if none is placed within
+    `placement_seconds` the run stops with one line. Shards are handed out once every actor is ready,
+    or `gather_seconds` after the first is, so a small run is spread over all workers rather than
+    taken whole by the one that loaded first. A worker that dies is sent nothing until a ping
+    shows Ray has restarted it (its shards go to the others meanwhile); one that died more than
+    `max_restarts` times, or does not come back within `recovery_seconds`, is retired."""
     import ray
 
     queue: deque[Shard] = deque(shards)
@@ -77,12 +85,20 @@ def dispatch(
     deaths: Counter[int] = Counter()
     pending: dict = {}  # ref -> (actor index, shard, or None for a ping)
     load: Counter[int] = Counter()
+    started = time.monotonic()
+    placing: set[int] = set(range(len(actors)))  # not yet shown placed
+    first_ready: float | None = None
     recovering: dict[int, float] = {}  # actor index -> when it died
     retired: set[int] = set()
     result = DispatchResult()
 
+    def gathered() -> bool:
+        return not placing or (first_ready is not None and time.monotonic() - first_ready > gather_seconds)
+
     def feed(i: int) -> None:
-        while i not in retired and i not in recovering and load[i] < IN_FLIGHT_PER_ACTOR and queue:
+        if not gathered():
+            return
+        while i not in retired and i not in recovering and i not in placing and load[i] < IN_FLIGHT_PER_ACTOR and queue:
             shard = queue.popleft()
             actors[i].prefetch.remote(shard)
             pending[actors[i].process.remote(shard)] = (i, shard)
@@ -106,21 +122,34 @@ def dispatch(
         pending[actors[i].info.remote()] = (i, None)
 
     for i in range(len(actors)):
-        feed(i)
-    while pending:
+        pending[actors[i].info.remote()] = (i, None)
+    while queue or any(shard is not None for _, shard in pending.values()):
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         interrupts.check()  # a Ctrl-C whose exception was swallowed still stops the run within a second
         if not ready:
+            for j in range(len(actors)):  # the gathering time may have run out
+                feed(j)
+            working = set(range(len(actors))) - retired - placing
+            if queue and not working and (not placing or time.monotonic() - started > placement_seconds):
+                if placing:
+                    raise HarnessError(f"no worker was placed on the cluster within {placement_seconds:.0f} s "
+                                       f"({len(placing)} waiting for resources); finished shards are kept")
+                raise HarnessError(f"every worker died; {len(queue)} shard(s) not run (finished shards are kept)")
             continue
         ref = ready[0]
         i, shard = pending.pop(ref)
-        if shard is None:  # a ping to a restarting actor
+        if shard is None:  # a ping: the actor is placed (first time), or restarted
             try:
                 ray.get(ref)
-                recovering.pop(i)
+                placing.discard(i)
+                recovering.pop(i, None)
+                first_ready = first_ready or time.monotonic()
             except ray.exceptions.RayActorError as exc:
                 if _creation_failed(exc):
                     raise worker_failure(exc) from exc
+                placing.discard(i)
+                if i not in recovering:
+                    recovering[i] = time.monotonic()
                 if time.monotonic() - recovering[i] > recovery_seconds:
                     recovering.pop(i)
                     retired.add(i)
@@ -147,6 +176,7 @@ def dispatch(
                     _count(result, table)
         for j in range(len(actors)):  # a re-queued shard may go to any actor with room
             feed(j)
-        if queue and not pending:
+        if queue and not (set(range(len(actors))) - retired):
             raise HarnessError(f"every worker died; {len(queue)} shard(s) not run (finished shards are kept)")
+    result.unplaced = len(placing)
     return result

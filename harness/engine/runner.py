@@ -13,14 +13,15 @@ import shutil
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness import interrupts, rundir, store
 from harness.config import ExecConfig, RunConfig
-from harness.engine.dispatch import DispatchResult, dispatch
+from harness.engine.dispatch import DispatchResult, dispatch, worker_failure
+from harness.engine.pool import PoolPlan, device_type, plan_pool
 from harness.engine.shards import Shard, plan_shards, slug
 from harness.engine.worker import RunIdentity, ShardWorker
 from harness.engine.prepare import pin_weights, prepare
@@ -43,6 +44,8 @@ class RunSummary:
     """Shards given up on after repeated failures (shard id -> reason); a resume retries them."""
     first_error: str | None = None
     """The first error row's message in this session."""
+    unplaced: int = 0
+    """Workers the cluster never placed (their GPUs or CPUs were taken); the others ran everything."""
     repaired: tuple[str, ...] = ()
     """Result files that failed verification at the start (set aside in quarantine/, their shards run
     again), each with why."""
@@ -145,6 +148,8 @@ def ray_session(execution: ExecConfig) -> Iterator[None]:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if not execution.address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for local instances, said explicitly
+    # Ray's C++ core otherwise prints a stack dump on SIGTERM before our handler stops the run cleanly
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     import ray
 
     if ray.is_initialized():
@@ -202,6 +207,30 @@ def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = Non
     else:
         config = pin_weights(config)
     shards = plan_shards(tasks, config.shard_size, config.data.limit, config.seed)
+    with contextlib.ExitStack() as cluster:  # Ray, once started here, stays up for the whole run
+        config = _with_device(config, execution, cluster)
+        return _run(config, execution, tasks, shards, cluster)
+
+
+def _with_device(config: RunConfig, execution: ExecConfig, cluster: contextlib.ExitStack) -> RunConfig:
+    """The config with where its networks run: --device, or for `auto` what the cluster has (Ray
+    starts here then). A resumed run keeps the device it was made on: another would change results."""
+    requested = execution.device
+    if config.device_type is not None:
+        if requested not in ("auto", config.device_type):
+            raise HarnessError(f"this run was made on {config.device_type}; --device {requested} would change its "
+                               "results (start a new run for another device)")
+        return config
+    if requested == "cpu":
+        return replace(config, device_type="cpu")
+    cluster.enter_context(ray_session(execution))
+    import ray
+
+    return replace(config, device_type=device_type(requested, ray.cluster_resources().get("GPU", 0)))
+
+
+def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: list[Shard],
+         cluster: contextlib.ExitStack) -> RunSummary:
     requested = Path(execution.out_root) / (execution.run_id or new_run_id(config))
     is_new = not (requested / store.MANIFEST).exists()
     with _storage(requested, 0, nothing_yet=True):
@@ -217,8 +246,8 @@ def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = Non
     try:
         if todo:
             interrupts.check()
-            with ray_session(execution):
-                result = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir, compactor)
+            cluster.enter_context(ray_session(execution))
+            result = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir, compactor)
         with _storage(run_dir, len(shards)):
             compactor.flush()
             manifest["failed_shards"] = result.failed
@@ -245,6 +274,7 @@ def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = Non
         errors=result.error_rows,
         failed=dict(result.failed),
         first_error=result.first_error,
+        unplaced=result.unplaced,
         repaired=tuple(f"{path.relative_to(run_dir)}: {reason}" for path, reason in verdict.bad),
     )
 
@@ -276,32 +306,37 @@ def _dispatch(
 ) -> DispatchResult:
     import ray
 
-    use_gpu = execution.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
-    if execution.device == "cuda" and not use_gpu:
-        raise HarnessError("--device cuda, but the Ray cluster has no GPU")
-    if use_gpu:
-        count = int(ray.cluster_resources()["GPU"])
-    else:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        count = execution.workers or max(1, cpus // execution.threads_per_worker)
-    count = max(1, min(count, len(todo)))
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    pool = plan_pool(config.device_type or "cpu", nodes, ray.available_resources(), len(todo), execution.workers,
+                     execution.threads_per_worker, execution.cpus_per_worker)
     # an `io` concurrency group lets an actor decode its next shard while it computes this one; the
     # subclass keeps ray out of worker.py, which must not import it before ray_session sets its env
     prefetching = type("ShardActor", (ShardWorker,), {"prefetch": ray.method(concurrency_group="io")(ShardWorker.prefetch)})
     actor_cls = ray.remote(concurrency_groups={"io": 1})(prefetching).options(
-        num_cpus=execution.threads_per_worker,
-        num_gpus=1 if use_gpu else 0,
+        num_cpus=pool.cpus,
+        num_gpus=pool.gpus,
         max_restarts=execution.max_restarts,  # a restarted actor reloads its teacher; we re-queue
         max_task_retries=0,
     )
-    device = "cuda" if use_gpu else "cpu"
-    actors = [actor_cls.remote(config, tasks, identity, device, execution.threads_per_worker) for _ in range(count)]
+    actors = [actor_cls.remote(config, tasks, identity, pool.device, execution.threads_per_worker, pool.data_threads)
+              for _ in range(pool.workers)]
 
-    # text classifiers are built once, by the first worker, and shipped to the others via the object
-    # store; each actor runs calls in order, so the others adopt them before their first shard
-    classifiers = actors[0].text_classifiers.remote()
-    for actor in actors[1:]:
-        actor.adopt_classifiers.remote(classifiers)
+    # text classifiers are built once, by the first worker placed and loaded, and shipped to the others
+    # via the object store; each actor runs calls in order, so the others adopt them before their first shard
+    pings = {actor.info.remote(): actor for actor in actors}
+    ready, _ = ray.wait(list(pings), num_returns=1, timeout=execution.placement_timeout)
+    if not ready:
+        raise HarnessError(f"no worker was placed on the cluster within {execution.placement_timeout:.0f} s "
+                           f"({pool.describe()} asked for); nothing was run")
+    try:
+        ray.get(ready[0])
+    except ray.exceptions.RayActorError as exc:
+        raise worker_failure(exc) from exc
+    first = pings[ready[0]]
+    classifiers = first.text_classifiers.remote()
+    for actor in actors:
+        if actor is not first:
+            actor.adopt_classifiers.remote(classifiers)
     interrupts.check()
 
     def write(shard: Shard, table) -> None:
@@ -320,15 +355,16 @@ def _dispatch(
     total = len(rundir.done_shards(run_dir)) + len(todo)
     try:
         with _storage(run_dir, total), \
-                _progress(execution.progress, sum(len(s.refs) for s in todo), count, device) as (bar, task_id):
-            return dispatch(actors, todo, write, execution.max_attempts, execution.max_restarts, check=wrong)
+                _progress(execution.progress, sum(len(s.refs) for s in todo), pool) as (bar, task_id):
+            return dispatch(actors, todo, write, execution.max_attempts, execution.max_restarts, check=wrong,
+                            placement_seconds=execution.placement_timeout)
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool, total: int, workers: int, device: str) -> Iterator[tuple[Progress, int]]:
+def _progress(enabled: bool, total: int, pool: PoolPlan) -> Iterator[tuple[Progress, int]]:
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -340,4 +376,4 @@ def _progress(enabled: bool, total: int, workers: int, device: str) -> Iterator[
         transient=False,
     )
     with progress:
-        yield progress, progress.add_task(f"{workers} {device} worker(s)", total=total)
+        yield progress, progress.add_task(pool.describe(), total=total)

@@ -7,7 +7,6 @@ import dataclasses
 import os
 import socket
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ import torch
 
 from harness.config import RunConfig
 from harness.engine.shards import Shard
-from harness.errors import HarnessError
+from harness.device import PeakMemory, effective_precision, is_device_error, is_out_of_memory, now, resolve_device, set_tf32
 from harness.methods import METHODS
 from harness.methods.base import Method, Outcome, SampleInput
 from harness.models.teacher import load_teacher
@@ -38,29 +37,30 @@ class RunIdentity:
     code_version: str
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise HarnessError(f"--device must be auto, cpu or cuda, not '{device}'")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise HarnessError("--device cuda: no CUDA device here")
-    return torch.device(device)
-
-
 class ShardWorker:
     def __init__(
-        self, config: RunConfig, tasks: dict[str, Task], identity: RunIdentity, device: str = "cpu", threads: int = 1
+        self, config: RunConfig, tasks: dict[str, Task], identity: RunIdentity, device: str = "cpu", threads: int = 1,
+        data_threads: int = 1,
     ) -> None:
+        """`threads`: torch's intra-op threads (fixed, so results do not depend on the worker count);
+        `data_threads`: threads that decode images and make views (a GPU worker gets its share of the
+        node's CPUs for these, so the GPU is not left waiting)."""
         torch.set_num_threads(threads)
         self.config = config
         self.tasks = tasks
         self.identity = identity
         self.device = resolve_device(device)
+        set_tf32(self.device, config.teacher.precision)
+        self.precision = effective_precision(self.device.type, config.teacher.precision)
         self.teacher = load_teacher(config.teacher, self.device)
         self.methods: list[Method] = [METHODS.get(name)(config) for name in config.methods]
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self.data_threads = max(1, data_threads)
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._decoders = ThreadPoolExecutor(max_workers=self.data_threads, thread_name_prefix="decode")
+        for method in self.methods:  # methods with a data side of their own (views, transforms) share the threads
+            if hasattr(method, "data_pool"):
+                method.data_pool = self._decoders
         self._prefetched: dict[str, Future] = {}
         self._lock = threading.Lock()
 
@@ -85,17 +85,19 @@ class ShardWorker:
         with self._lock:
             ahead = self._prefetched.pop(shard.shard_id, None)
         loaded, failed = ahead.result() if ahead is not None else self._decode(shard)
-        inputs = self._teacher_inputs(task, loaded)
         outcomes: dict[str, list[Outcome]] = {}
         peaks: dict[str, int | None] = {}
-        for method in self.methods:
-            if self.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(self.device)
-            try:
+        memory = PeakMemory(self.device)
+        try:
+            inputs = self._teacher_inputs(task, loaded)
+            for method in self.methods:
+                memory.start()
                 outcomes[method.name] = method.evaluate(self.teacher, task, inputs) if inputs else []
-            except Exception as exc:  # one method failing on a shard must not hide the others' rows
-                outcomes[method.name] = [Outcome(None, error=f"{method.name}: {_one_line(exc)}")] * len(inputs)
-            peaks[method.name] = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+                peaks[method.name] = memory.rise()
+        except RuntimeError as exc:
+            if is_device_error(exc) and not is_out_of_memory(exc):
+                _restart(exc)  # a sticky CUDA error: this process's device is unusable; Ray restarts the actor
+            raise  # out of memory at a batch of one, or a bug: the shard is retried, then recorded failed
         hashes = {ref.sample_id: img.content_hash for ref, img in loaded}
         position = {s.ref.sample_id: i for i, s in enumerate(inputs)}
         rows = []
@@ -106,7 +108,8 @@ class ShardWorker:
                 else:
                     outcome = outcomes[method.name][position[ref.sample_id]]
                 row = self._row(task, ref, method.name, outcome, hashes.get(ref.sample_id))
-                rows.append(dataclasses.replace(row, peak_memory_bytes=peaks.get(method.name)))
+                rows.append(dataclasses.replace(row, peak_memory_bytes=peaks.get(method.name),
+                                                peak_memory_samples=outcome.batch if peaks.get(method.name) else None))
         return rows_to_table(rows)
 
     def prefetch(self, shard: Shard) -> None:
@@ -117,23 +120,31 @@ class ShardWorker:
                 self._prefetched[shard.shard_id] = self._loader.submit(self._decode, shard)
 
     def _decode(self, shard: Shard) -> tuple[list[tuple[SampleRef, LoadedImage]], dict[str, str]]:
+        """Every image of the shard, decoded on the data threads (PIL releases the GIL while decoding)."""
         task = self.tasks[shard.task]
+
+        def load(ref: SampleRef) -> LoadedImage | str:
+            try:
+                return task.load(ref)
+            except Exception as exc:  # a bad image must cost one row, not the run
+                return _one_line(exc)
+
         loaded: list[tuple[SampleRef, LoadedImage]] = []
         failed: dict[str, str] = {}
-        for ref in shard.refs:
-            try:
-                loaded.append((ref, task.load(ref)))
-            except Exception as exc:  # a bad image must cost one row, not the run
-                failed[ref.sample_id] = _one_line(exc)
+        for ref, result in zip(shard.refs, self._decoders.map(load, shard.refs)):
+            if isinstance(result, str):
+                failed[ref.sample_id] = result
+            else:
+                loaded.append((ref, result))
         return loaded, failed
 
     def _teacher_inputs(self, task: Task, loaded: list[tuple[SampleRef, LoadedImage]]) -> list[SampleInput]:
         if not loaded:
             return []
-        start = time.perf_counter()
-        pixels = torch.stack([self.teacher.preprocess(img.image) for _, img in loaded])
+        start = now(self.device)
+        pixels = torch.stack(list(self._decoders.map(self.teacher.preprocess, [img.image for _, img in loaded])))
         embeddings = self.teacher.encode_images(pixels)
-        share = (time.perf_counter() - start) / len(loaded)
+        share = (now(self.device) - start) / len(loaded)
         return [
             SampleInput(ref, img.image, img.content_hash, self.seed(task, ref), embeddings[i], share)
             for i, (ref, img) in enumerate(loaded)
@@ -178,7 +189,9 @@ class ShardWorker:
             seconds=out.seconds,
             flops=out.flops,
             peak_memory_bytes=None,
+            peak_memory_samples=None,
             device=str(self.device),
+            precision=self.precision,
             worker=self.name,
             error=out.error,
         )
@@ -187,3 +200,12 @@ class ShardWorker:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _restart(exc: BaseException) -> None:
+    """End this worker process at once (Ray counts it as a crash and restarts the actor on a healthy
+    device context); flushing the message first so the driver's log says why."""
+    import sys
+
+    print(f"apm-bench worker: device error, restarting: {_one_line(exc)}", file=sys.stderr, flush=True)
+    os._exit(70)

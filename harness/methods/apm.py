@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
+from concurrent.futures import Executor
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import ApmConfig, RunConfig
+from harness.device import now
 from harness.flops import count_flops
 from harness.methods.base import Outcome, SampleInput, score
 from harness.models.apm import ApmNet
@@ -69,7 +70,7 @@ def run_ttt(
             with torch.no_grad(), autocast(device, precision):
                 snapshots[step] = net.features(pixels[None])[0].float().cpu()
 
-    net.reset_parameters(torch.Generator(device=device).manual_seed(seed))
+    net.reset_parameters(seed)
     batch = pixels[None].expand(cfg.copies, -1, -1, -1)
     goal = target.float()[None].expand(cfg.copies, -1)
     rgb_goal = net.rgb_target(batch) if cfg.rgb_weight else None
@@ -112,6 +113,10 @@ class ApmMethod:
     name: str = "apm"
     _net: ApmNet | None = field(default=None, repr=False)
     _flops: dict[tuple, int] = field(default_factory=dict, repr=False)
+    _size_cap: int | None = field(default=None, repr=False)
+    """The group size out-of-memory taught this worker (None: not limited)."""
+    data_pool: Executor | None = field(default=None, repr=False)
+    """Threads for the input transforms (the worker's data threads)."""
 
     def __post_init__(self) -> None:
         RECIPES.get(self.config.recipe)  # an unknown recipe fails before any sample
@@ -148,31 +153,47 @@ class ApmMethod:
         return SINGLE if self.config.templates == "single" else task.templates
 
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
+        """Train the samples' APMs in groups that fit the device. Out of memory is a property of the
+        group, not of its samples: the group size halves (and stays halved for this worker) and the
+        group is trained again; only a single sample that does not fit fails the shard."""
         templates = self.templates(task)
         classifier = teacher.classifier(task.classnames, templates)
         net = self.network(teacher)
         before = score(torch.stack([s.teacher_embedding for s in samples]), classifier, teacher.logit_scale).prediction
-        size = batch_size(self.config, net, teacher.device, len(samples))
-        flops = self._flops_of(net, teacher, self.config.copies if size == 1 else 1)  # batches skip the copies
+        size = min(self._size_cap or len(samples), batch_size(self.config, net, teacher.device, len(samples)))
         outcomes: list[Outcome] = []
-        for start in range(0, len(samples), size):
+        start = 0
+        while start < len(samples):
             group = samples[start : start + size]
-            clock = time.perf_counter()
-            pixels = torch.stack([self.transform(s.image) for s in group]).to(teacher.device)
-            if size == 1:
-                results = [self._train_one(net, pixels[0], group[0], teacher.config.precision)]
-            else:
-                embeddings, losses = train_batched(
-                    net, pixels, torch.stack([s.teacher_embedding for s in group]), [s.seed for s in group],
-                    teacher.config.precision,
-                )
-                results = [checked(embeddings[i], losses[i]) for i in range(len(group))]
-            share = (time.perf_counter() - clock) / len(group)
+            clock = now(teacher.device)
+            try:
+                results = self._train_group(net, group, teacher, batched=size > 1)
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                size = self._size_cap = size // 2
+                torch.cuda.empty_cache()
+                continue
+            share = (now(teacher.device) - clock) / len(group)
+            flops = self._flops_of(net, teacher, 1 if size > 1 else self.config.copies)  # batches skip the copies
             for i, (sample, result) in enumerate(zip(group, results)):
                 outcome = self._outcome(result, classifier, teacher, before[start + i], sample.teacher_seconds + share)
                 outcomes.append(dataclasses.replace(outcome, flops=flops, n_templates=len(templates),
-                                                    template_set=templates.name))
+                                                    template_set=templates.name, batch=len(group)))
+            start += len(group)
         return outcomes
+
+    def _train_group(self, net: ApmNet, group: Sequence[SampleInput], teacher: Teacher,
+                     batched: bool) -> list[TTTResult | NonFiniteLoss]:
+        images = [s.image for s in group]
+        views = self.data_pool.map(self.transform, images) if self.data_pool else map(self.transform, images)
+        pixels = torch.stack(list(views)).to(teacher.device)
+        precision = teacher.config.precision
+        if not batched:
+            return [self._train_one(net, pixels[0], group[0], precision)]
+        embeddings, losses = train_batched(net, pixels, torch.stack([s.teacher_embedding for s in group]),
+                                           [s.seed for s in group], precision)
+        return [checked(embeddings[i], losses[i]) for i in range(len(group))]
 
     @staticmethod
     def _train_one(net: ApmNet, pixels: torch.Tensor, sample: SampleInput, precision: str) -> TTTResult | NonFiniteLoss:

@@ -45,6 +45,8 @@ class Outcome:
     seconds: float = 0.0
     flops: int | None = None
     """Counted FLOPs for this sample, the teacher's image forward included."""
+    batch: int = 1
+    """Samples computed together with this one (the peak memory of a batch covers them all)."""
     error: str | None = None
 
 

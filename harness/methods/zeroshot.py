@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from harness.config import RunConfig
+from harness.device import now
 from harness.methods.base import Outcome, SampleInput, score
 from harness.models.teacher import Teacher
 from tasks.base import Task
@@ -32,9 +32,9 @@ class PromptMethod:
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
         templates = self.templates(task)
         classifier = teacher.classifier(task.classnames, templates)
-        start = time.perf_counter()
+        start = now(teacher.device)
         scores = score(torch.stack([s.teacher_embedding for s in samples]), classifier, teacher.logit_scale)
-        share = (time.perf_counter() - start) / max(len(samples), 1)
+        share = (now(teacher.device) - start) / max(len(samples), 1)
         flops = self.flops(teacher, task)
         return [
             Outcome(
@@ -45,6 +45,7 @@ class PromptMethod:
                 template_set=templates.name,
                 seconds=s.teacher_seconds + share,
                 flops=flops,
+                batch=len(samples),
             )
             for i, s in enumerate(samples)
         ]

@@ -57,6 +57,15 @@ def in_chunks(
     return torch.cat(outs, dim=1)
 
 
+def draw_parameters(net: nn.Module, seed: int) -> list[torch.Tensor]:
+    """A fresh N(0, init_std) draw of every parameter of `net`, in order, on the CPU: a CUDA generator
+    draws another stream than a CPU one from the same seed, so drawing on the CPU (and copying) makes a
+    sample start from the same weights on every device. Costs about 0.15 s per core at the paper's size."""
+    generator = torch.Generator().manual_seed(seed)
+    std = net.config.init_std  # type: ignore[attr-defined]
+    return [torch.empty(p.shape).normal_(0.0, std, generator=generator) for p in net.parameters()]
+
+
 class ApmNet(nn.Module):
     def __init__(self, config: ApmConfig, out_dim: int) -> None:
         super().__init__()
@@ -94,13 +103,13 @@ class ApmNet(nn.Module):
             nn.ReLU(),
             nn.Linear(config.rgb_hidden, 3),
         )
-        self.reset_parameters(torch.Generator().manual_seed(0))
+        self.reset_parameters(0)
 
-    def reset_parameters(self, generator: torch.Generator) -> None:
-        """Every parameter (weights, biases, query, attention) drawn from N(0, init_std)."""
+    def reset_parameters(self, seed: int) -> None:
+        """Every parameter (weights, biases, query, attention) drawn from N(0, init_std), from `seed`."""
         with torch.no_grad():
-            for p in self.parameters():
-                p.normal_(0.0, self.config.init_std, generator=generator)
+            for p, value in zip(self.parameters(), draw_parameters(self, seed)):
+                p.copy_(value)
 
     def num_parameters(self, include_rgb: bool = False) -> int:
         return sum(p.numel() for n, p in self.named_parameters() if include_rgb or not n.startswith("rgb_head."))

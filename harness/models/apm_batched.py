@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.models.apm import ApmNet, in_chunks
+from harness.models.apm import ApmNet, draw_parameters, in_chunks
 from harness.models.ttt import RECIPES, train_steps
 from harness.precision import autocast
 
@@ -26,16 +26,12 @@ class BatchedApm:
         self.params = self._draw(seeds)
 
     def _draw(self, seeds: list[int]) -> dict[str, torch.Tensor]:
-        """Slice b is exactly what ApmNet.reset_parameters draws from seeds[b] (same order, same RNG)."""
+        """Slice b is exactly what ApmNet.reset_parameters draws from seeds[b] (same order, same CPU RNG)."""
         device = self.net.query_pos.device
-        std = self.net.config.init_std
-        shapes = [(n, p) for n, p in self.net.named_parameters()]
-        slices: dict[str, list[torch.Tensor]] = {n: [] for n, _ in shapes}
-        for seed in seeds:
-            generator = torch.Generator(device=device).manual_seed(seed)
-            for name, p in shapes:
-                slices[name].append(torch.empty_like(p).normal_(0.0, std, generator=generator))
-        return {n: torch.stack(slices[n]).requires_grad_() for n in self.names}
+        names = [n for n, _ in self.net.named_parameters()]
+        draws = [draw_parameters(self.net, seed) for seed in seeds]
+        stacked = {name: torch.stack([d[i] for d in draws]) for i, name in enumerate(names)}
+        return {n: stacked[n].to(device).requires_grad_() for n in self.names}
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from harness.config import ApmConfig, TeacherConfig
-from harness.engine.worker import resolve_device
+from harness.device import resolve_device
 from harness.errors import HarnessError
 from harness.report.figures import islands_figure
 
