@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import logging
@@ -15,15 +14,15 @@ from typing import Annotated, Optional
 import typer
 
 from harness.commands import figures, imagenet_c, listing, teacher
-from harness.commands.common import INTERRUPTED, DataRoot, format_widths, interruptible, parse_widths, split_values
-from harness.config import ApmConfig, DataConfig, ExecConfig, RunConfig, TeacherConfig, TptConfig
+from harness.commands.common import INTERRUPTED, DataRoot, interruptible, split_values
+from harness.commands.run_file import read_settings_tables, use_run_file
+from harness.config import DataConfig, ExecConfig, RunConfig, TeacherConfig
 from harness.errors import HarnessError, Interrupted
 from harness.methods import METHODS
 from tasks.registry import TASKS
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Test-time-training benchmarks for CLIP teachers (APM, TPT, zero-shot, ensemble) on Ray.")
-_APM = ApmConfig()
 METHOD_NAMES = ", ".join(METHODS.names())
 TASK_NAMES = ", ".join(TASKS.names())
 
@@ -63,29 +62,12 @@ def run(
     skip_missing: Annotated[bool, typer.Option(help="Run the tasks whose data is found.")] = False,
     exif_transpose: Annotated[bool, typer.Option(
         help="Turn images upright by their EXIF tag (off: pixels as stored, as the reference loaders).")] = False,
-    apm_recipe: Annotated[Optional[str], typer.Option(help=f"APM: spec (the paper) or demo (the authors' demo loop); docs/apm-method.md. [default: {_APM.recipe}]")] = None,
-    apm_image_size: Annotated[Optional[int], typer.Option(min=1, help=f"APM: input side S (resize, no crop). [default: {_APM.image_size}]")] = None,
-    apm_patch_size: Annotated[Optional[int], typer.Option(min=1, help=f"APM: trigger conv kernel and stride; grid (S/p)^2. [default: {_APM.patch_size}]")] = None,
-    apm_hidden: Annotated[Optional[str], typer.Option(help=f"APM: hidden widths of the shared MLP. [default: {format_widths(_APM.hidden)}]")] = None,
-    apm_pooling: Annotated[Optional[str], typer.Option(help=f"APM: attention or mean. [default: {_APM.pooling}]")] = None,
-    apm_heads: Annotated[Optional[int], typer.Option(min=1, help=f"APM: attention heads of the pooling. [default: {_APM.heads}]")] = None,
-    apm_steps: Annotated[Optional[int], typer.Option(min=0, help=f"APM: TTT steps per sample. [default: {_APM.steps}]")] = None,
-    apm_lr: Annotated[Optional[float], typer.Option(min=0.0, help=f"APM: Adam learning rate. [default: {_APM.lr}]")] = None,
-    apm_copies: Annotated[Optional[int], typer.Option(min=1, help=f"APM: copies of the image per step (the demo uses 8). [default: {_APM.copies}]")] = None,
-    apm_init_std: Annotated[Optional[float], typer.Option(min=0.0, help=f"APM: std of the N(0, std) draw before every sample. [default: {_APM.init_std}]")] = None,
-    apm_chunk_size: Annotated[Optional[int], typer.Option(min=0, help=f"APM: locations per checkpointed chunk, 0 = all. [default: {_APM.chunk_size}]")] = None,
-    apm_rgb_weight: Annotated[Optional[float], typer.Option(min=0.0, help=f"APM: loss weight of the RGB head. [default: {_APM.rgb_weight}]")] = None,
-    apm_use_patch: Annotated[Optional[bool], typer.Option(help=f"APM: append each location's pixels to its query. [default: {_APM.use_patch}]")] = None,
-    apm_templates: Annotated[Optional[str], typer.Option(help=f"APM: classify with the task's ensemble or the single template. [default: {_APM.templates}]")] = None,
-    apm_batch_size: Annotated[Optional[int], typer.Option(min=0, help=f"APM: samples trained at once; 0 fits the device. [default: {_APM.batch_size}]")] = None,
-    tpt_views: Annotated[int, typer.Option(min=2, help="TPT: the centre crop plus views-1 augmented views.")] = 64,
-    tpt_top: Annotated[float, typer.Option(min=0.0, max=1.0, help="TPT: fraction of lowest-entropy views kept.")] = 0.1,
-    tpt_steps: Annotated[int, typer.Option(min=0, help="TPT: AdamW steps per sample.")] = 1,
-    tpt_lr: Annotated[float, typer.Option(min=0.0, help="TPT: AdamW learning rate.")] = 5e-3,
-    tpt_weight_decay: Annotated[float, typer.Option(min=0.0, help="TPT: AdamW weight decay.")] = 0.01,
-    tpt_ctx_init: Annotated[str, typer.Option(help="TPT: the learned context's initial words.")] = "a photo of a",
-    tpt_augmix: Annotated[str, typer.Option(help="TPT: AugMix on the views: auto (fine-grained sets only), on or off.")] = "auto",
-    tpt_min_scale: Annotated[float, typer.Option(min=0.0, max=1.0, help="TPT: smallest area of the random crops.")] = 0.08,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="METHOD.FIELD=VALUE",
+        help="A method setting, repeatable (e.g. tpt.steps=2, apm.hidden=256,128); `apm-bench ls methods` lists them.")] = None,
+    config_file: Annotated[Optional[Path], typer.Option(
+        "--config", is_eager=True, callback=use_run_file, help="A TOML file of run options (suite, task, method, model, limit, workers, ...) and one "
+                         "[METHOD] table of settings per method; flags given on the command line win.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Only plan: samples, shards, rows and device-hours per method "
                                                "(as `apm-bench plan`); nothing runs, nothing is written.")] = False,
     device_tflops: Annotated[Optional[float], typer.Option(
@@ -96,48 +78,42 @@ def run(
     from harness.config import DEVICES, PRECISIONS
     from harness.engine.prepare import check, missing_work, resume_config
     from harness.errors import Problems, collect
-    from harness.models.recipes import RECIPES
+    from harness import settings
     from tasks.registry import SOURCES, SUITES
 
     problems: list[str] = []
+    file_settings = read_settings_tables(config_file) if config_file is not None else {}
 
     def one_of(flag: str, value: object, choices: tuple[str, ...]) -> None:
         if value is not None and value not in choices:
             problems.append(f"--{flag} must be one of {', '.join(choices)}, not '{value}'")
 
     if resume is not None:
-        if suite or task or method:
-            problems.append("--resume takes tasks, methods and settings from the run's manifest; drop --suite/--task/--method")
+        if suite or task or method or set_:
+            problems.append("--resume takes tasks, methods and settings from the run's manifest; "
+                            "drop --suite/--task/--method/--set")
         out_root, run_id = resume.parent, resume.name
     chosen = collect(problems, SUITES.get, suite) if suite else None
-    apm_overrides = dict(chosen.apm) if chosen else {}
-    flags = {
-        "image_size": apm_image_size, "patch_size": apm_patch_size, "hidden": collect(problems, parse_widths, apm_hidden),
-        "pooling": apm_pooling, "heads": apm_heads, "steps": apm_steps, "lr": apm_lr, "copies": apm_copies,
-        "init_std": apm_init_std, "chunk_size": apm_chunk_size, "rgb_weight": apm_rgb_weight,
-        "use_patch": apm_use_patch, "templates": apm_templates, "batch_size": apm_batch_size, "recipe": apm_recipe,
-    }
-    apm_overrides.update({k: v for k, v in flags.items() if v is not None})
     one_of("precision", precision, PRECISIONS)
     one_of("device", device, DEVICES)
     one_of("source", source, SOURCES)
     one_of("corruptions", corruptions, ("released", "generated"))
-    one_of("tpt-augmix", tpt_augmix, ("auto", "on", "off"))
-    one_of("apm-templates", apm_templates, ("ensemble", "single"))
-    one_of("apm-pooling", apm_pooling, ("attention", "mean"))
-    if apm_recipe is not None:
-        collect(problems, RECIPES.get, apm_recipe)
+    methods = split_values(method) or (chosen.methods if chosen else ())
+    overrides: dict[str, dict[str, object]] = {m: dict(f) for m, f in file_settings.items()}
+    for text in set_ or []:
+        parsed = collect(problems, settings.parse_assignment, text)
+        if parsed:
+            overrides.setdefault(parsed[0], {})[parsed[1]] = parsed[2]
+    chosen_settings = settings.apply(methods, chosen.settings if chosen else {}, overrides, problems)
     config = collect(problems, resume_config, resume) if resume is not None else RunConfig(
         tasks=split_values(task) or (chosen.tasks if chosen else ()),
-        methods=split_values(method) or (chosen.methods if chosen else ()),
+        methods=methods,
         teacher=TeacherConfig(
             model=model or (chosen.model if chosen else "apm-tiny"),
             pretrained=pretrained or (chosen.pretrained if chosen else "none"),
             precision=precision,
         ),
-        apm=dataclasses.replace(ApmConfig(), **apm_overrides),
-        tpt=TptConfig(views=tpt_views, top=tpt_top, steps=tpt_steps, lr=tpt_lr, weight_decay=tpt_weight_decay,
-                      ctx_init=tpt_ctx_init, augmix=tpt_augmix, min_scale=tpt_min_scale),
+        settings=tuple(chosen_settings.items()),
         data=DataConfig(source=source, corruptions=corruptions, limit=limit, hub_revision=hub_revision,
                         exif_transpose=exif_transpose),
         seed=seed,
@@ -241,7 +217,7 @@ def _plan_command() -> Callable[..., None]:
     def plan(**options: object) -> None:
         run(**{**options, "dry_run": True})
 
-    signature = inspect.signature(run)
+    signature = inspect.signature(run, eval_str=True)
     plan.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[p for p in signature.parameters.values() if p.name != "dry_run"])
     plan.__doc__ = ("Plan a run without running it: per task the samples, shards and rows, per method the "

@@ -33,7 +33,7 @@ def main() -> None:
     heavy = seconds([sys.executable, "-c", "import torch, open_clip, ray"])
     cases = {
         "run with 5 bad arguments (all reported)": [EXE, "run", "--task", "imagefolder:/nonexistent", "--suite", "smok",
-                                                    "--precision", "fp8", "--apm-recipe", "demoo"],
+                                                    "--precision", "fp8", "--set", "apm.recipe=demoo"],
         "run --help": [EXE, "run", "--help"],
         "ls": [EXE, "ls"],
     }

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from harness.config import ApmConfig, TeacherConfig
+from harness.config import TeacherConfig
+from harness.methods.configs import ApmConfig
 from harness.flops import count_flops
 from harness.methods.apm import apm_transform, run_ttt
 from harness.methods.base import score
@@ -33,8 +34,8 @@ from harness.models.teacher import load_teacher
 from tasks.synthetic import SyntheticTask
 
 SMOKE = ApmConfig(image_size=64, patch_size=8, hidden=(256, 256, 128), steps=60, lr=1e-3)
-SMOKE_FLAGS = ["--apm-image-size", "64", "--apm-patch-size", "8", "--apm-hidden", "256,256,128",
-               "--apm-steps", "60", "--apm-lr", "1e-3"]
+SMOKE_FLAGS = ["--set", "apm.image_size=64", "--set", "apm.patch_size=8", "--set", "apm.hidden=256,256,128",
+               "--set", "apm.steps=60", "--set", "apm.lr=1e-3"]
 
 
 def inputs(per_class: int, config: ApmConfig, device: str = "cpu"):

@@ -23,11 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.config import ApmConfig, TeacherConfig, TptConfig  # noqa: E402
+from harness.config import TeacherConfig  # noqa: E402
+from harness.methods.configs import ApmConfig, TptConfig  # noqa: E402
 from harness.device import PeakMemory  # noqa: E402
 from harness.flops import count_flops  # noqa: E402
 from harness.methods.apm import run_ttt  # noqa: E402
-from harness.methods.tpt import PromptLearner, normalisation, tune  # noqa: E402
+from harness.methods.episodic import normalisation  # noqa: E402
+from harness.methods.prompt import PromptLearner, tune  # noqa: E402
 from harness.methods.tpt_views import make_augmented_views  # noqa: E402
 from harness.models.apm import ApmNet  # noqa: E402
 from harness.models.apm_batched import train_batched  # noqa: E402
@@ -93,7 +95,8 @@ def main() -> None:
         mean, std = normalisation(teacher.preprocess)
         views = make_augmented_views(images[0], 63, teacher.input_size, mean, std, seed=0, augmix=True)
         features = torch.nn.functional.normalize(teacher.encode_images(views), dim=-1)
-        losses, chosen = tune(learner, features, teacher, TptConfig(steps=3))
+        cfg = TptConfig(steps=3)
+        losses, chosen = tune(learner, features, teacher, cfg.steps, cfg.lr, cfg.weight_decay, cfg.top)
         ok = len(losses) == 3 and all(torch.isfinite(torch.tensor(losses))) and len(chosen) == 6
         check(f"TPT on cuda, {precision}", ok, f"losses {losses}, views kept {chosen.tolist()}")
 
@@ -109,10 +112,13 @@ def main() -> None:
 
     exe = shutil.which("apm-bench") or str(Path(sys.executable).parent / "apm-bench")
     with tempfile.TemporaryDirectory() as out:
+        from harness.methods import METHODS
+
         done = subprocess.run([exe, "run", "--suite", "smoke", "--device", "cuda", "--precision", "fp16",
-                               "--method", "zeroshot,apm,tpt", "--out-root", out, "--no-progress"],
+                               "--method", ",".join(METHODS.names()), "--set", "rlcf.reward_model=teacher",
+                               "--out-root", out, "--no-progress"],
                               capture_output=True, text=True)
-        check("apm-bench run on cuda finishes", done.returncode == 0, (done.stderr.strip() or done.stdout.strip())[-500:])
+        check("apm-bench run of every method on cuda finishes", done.returncode == 0, (done.stderr.strip() or done.stdout.strip())[-500:])
         runs = [p for p in Path(out).iterdir() if p.is_dir()]
         if done.returncode == 0 and len(runs) == 1:
             from harness import rundir, store

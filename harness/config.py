@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.settings import Settings, complete, settings_class
+
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 """--precision choices (harness/precision.py maps them to autocast dtypes)."""
@@ -31,66 +33,6 @@ class TeacherConfig:
     weights_sha256: str | None = None
     """Content hash of the weights (file, or the weight files of a directory), filled when the run is
     prepared: retrained weights under the same name or path make another fingerprint. None: random."""
-
-
-@dataclass(frozen=True)
-class ApmConfig:
-    """The reconstructed APM settings (docs/apm-method.md); each one is a CLI flag."""
-
-    recipe: str = "spec"
-    """How the TTT loop runs. `spec`: the paper's description (fresh Adam, zero_grad every step, no
-    schedule, bicubic resize, predict after the last update). `demo`: the authors' released demo
-    (train_tta.py): gradients zeroed once per image so they accumulate, StepLR(200, 0.1), bilinear
-    resize, prediction from the last training forward."""
-    image_size: int = 448
-    """APM input side S (resize, no crop)."""
-    patch_size: int = 14
-    """Trigger conv kernel and stride p; the grid has (S/p)^2 locations."""
-    hidden: tuple[int, ...] = (4096, 2048, 1024)
-    """Widths of the shared MLP's hidden layers (ReLU after each); the last layer maps to D."""
-    pooling: str = "attention"
-    """`attention` (learned query, 8 heads, fixed 2-D sin/cos code added) or `mean`."""
-    heads: int = 8
-    rgb_hidden: int = 256
-    """Width of the RGB head (present in the network, weight 0 in TTT by default)."""
-    rgb_weight: float = 0.0
-    """Loss weight of the RGB reconstruction of each location's mean colour."""
-    use_patch: bool = False
-    """Append each location's own pixels to its query (the paper's figure; off in the spec)."""
-    chunk_size: int = 0
-    """Locations evaluated per chunk (0 = all at once). Chunks are checkpointed under grad, so
-    memory stays bounded as the grid grows."""
-    init_std: float = 0.01
-    """Every parameter is drawn from N(0, init_std) before each sample."""
-    steps: int = 20
-    lr: float = 1e-4
-    copies: int = 1
-    """Identical copies of the image per step (the demo code uses 8)."""
-    templates: str = "ensemble"
-    """Class embeddings from the task's template ensemble, or `single` ("a photo of a {}.")."""
-    batch_size: int = 0
-    """Samples whose independent APMs train as one batched computation; 0 = fit the device, 1 = one
-    at a time. Results equal one-at-a-time training up to float rounding."""
-
-
-@dataclass(frozen=True)
-class TptConfig:
-    """Test-time prompt tuning (Shu et al., 2022) as its code does it; each one is a CLI flag."""
-
-    views: int = 64
-    """The original view plus views-1 augmented ones."""
-    top: float = 0.1
-    """Fraction of views kept: the int(views * top) lowest-entropy ones."""
-    steps: int = 1
-    lr: float = 5e-3
-    weight_decay: float = 0.01
-    """AdamW's; torch's default, as TPT's code leaves it."""
-    ctx_init: str = "a photo of a"
-    """The learnable context's initial words; their token count is the context length (4)."""
-    augmix: str = "auto"
-    """AugMix on the views: auto (on for the fine-grained sets, off for ImageNet), on, off."""
-    min_scale: float = 0.08
-    """Smallest area fraction of the random resized crops."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +60,10 @@ class RunConfig:
     tasks: tuple[str, ...]
     methods: tuple[str, ...]
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    apm: ApmConfig = field(default_factory=ApmConfig)
-    tpt: TptConfig = field(default_factory=TptConfig)
+    settings: Settings = ()
+    """(method, its config dataclass) for every method of the run that has settings, completed with
+    the defaults when the config is made (harness/methods/configs.py): so the manifest and the
+    fingerprint hold the settings the rows were made with, and only those of the run's methods."""
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
     shard_size: int = 16
@@ -132,18 +76,34 @@ class RunConfig:
     devices differ in arithmetic; with `teacher.precision` it gives the effective precision (autocast
     applies on CUDA only)."""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", complete(self.methods, dict(self.settings)))
+
+    def settings_of(self, method: str) -> Any:
+        """The method's config dataclass (None for a method without settings)."""
+        return dict(self.settings).get(method)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["settings"] = {name: dataclasses.asdict(value) for name, value in self.settings}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Inverse of to_dict (JSON turns tuples into lists; they are turned back)."""
-        parts = {"teacher": TeacherConfig, "apm": ApmConfig, "tpt": TptConfig, "data": DataConfig}
+        parts = {"teacher": TeacherConfig, "data": DataConfig}
         values = {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}}
         for name, kind in parts.items():
             if name in values:
                 values[name] = kind(**{k: _tuples(v) for k, v in values[name].items()})
-        return cls(**{k: v if k in parts else _tuples(v) for k, v in values.items()})
+        settings = values.pop("settings", {})
+        config = cls(**{k: v if k in parts else _tuples(v) for k, v in values.items()})
+        given = {}
+        for method, fields in settings.items():
+            kind = settings_class(method)
+            if kind is not None:
+                given[method] = kind(**{k: _tuples(v) for k, v in fields.items()})
+        return dataclasses.replace(config, settings=tuple(given.items()))
 
     def fingerprint(self) -> str:
         payload = self.to_dict()

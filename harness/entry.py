@@ -17,6 +17,11 @@ def _before_start(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, _before_start)
     signal.signal(signal.SIGTERM, _before_start)
-    from cli import main as cli_main
+    from harness.errors import HarnessError
 
+    try:
+        from cli import main as cli_main  # its help lists the methods and tasks, plugins' included
+    except HarnessError as exc:  # a plugin that cannot be loaded: one line naming it
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(exc.exit_code)
     cli_main()

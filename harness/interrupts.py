@@ -35,14 +35,15 @@ def install() -> None:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """A stretch no signal may cut short (shutting Ray down): a signal that comes meanwhile is raised as
-    KeyboardInterrupt once the stretch is over."""
+    """A stretch no signal may cut short (shutting Ray down, writing a file and renaming it): a signal
+    that comes meanwhile is raised as KeyboardInterrupt once the outermost stretch is over."""
+    outer = _state["deferring"]
     _state["deferring"] = True
     try:
         yield
     finally:
-        _state["deferring"] = False
-    if _received and not _state["raised"]:
+        _state["deferring"] = outer
+    if not outer and _received and not _state["raised"]:
         _state["raised"] = True
         raise KeyboardInterrupt
 

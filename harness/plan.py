@@ -24,10 +24,6 @@ SECONDS_SQL = """
 SELECT method, count(*) AS n, median(seconds) AS seconds, median(flops) AS flops, min(device) AS device
 FROM rows WHERE error IS NULL AND method IN {methods} GROUP BY method
 """
-METHOD_SETTINGS = {"apm": "apm", "tpt": "tpt"}
-"""Methods whose cost depends on a config section: an earlier run counts only with the same section."""
-
-
 @dataclass(frozen=True)
 class TaskLine:
     task: str
@@ -63,7 +59,7 @@ def _settings(config: dict, method: str) -> str:
     """What must match for an earlier run's seconds to stand for this one's: teacher, precision, and
     the method's own settings."""
     teacher = config.get("teacher", {})
-    section = config.get(METHOD_SETTINGS[method], {}) if method in METHOD_SETTINGS else {}
+    section = config.get("settings", {}).get(method, {})
     return json.dumps([teacher.get("model"), teacher.get("pretrained"), teacher.get("precision"), section],
                       sort_keys=True, default=list)
 
@@ -89,21 +85,11 @@ def measured(config: RunConfig, runs: list[Path]) -> dict[str, tuple[int, float,
 
 def counted_flops(config: RunConfig, tasks: list[Task]) -> dict[tuple[str, str], int]:
     """(method, task) -> FLOPs per sample, counted on the meta device (architecture only, no weights)."""
-    import open_clip
-    import torch
-
     from harness.methods import METHODS
-    from harness.models.sources import resolve_source
-    from harness.models.teacher import Teacher
+    from harness.models.teacher import meta_teacher
 
-    model, _, preprocess = open_clip.create_model_and_transforms(config.teacher.model, device="meta")
-    model.eval().requires_grad_(False)  # frozen, as a loaded teacher: no weight gradients to count
-    tokenizer = open_clip.get_tokenizer(config.teacher.model)
-    device = torch.device("meta")
-    embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
-    teacher = Teacher(model, preprocess, tokenizer, device, config.teacher,
-                      resolve_source(config.teacher.model, "none"), embed_dim, logit_scale=100.0)  # FLOPs only
-    methods = {name: METHODS.get(name)(config) for name in config.methods}
+    teacher = meta_teacher(config.teacher)
+    methods = {name: METHODS.get(name)(config.settings_of(name)) for name in config.methods}
     return {(name, task.name): method.flops(teacher, task) for name, method in methods.items() for task in tasks}
 
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from harness import interrupts
 from harness.store import SCHEMA
 
 SHARDS = "shards"
@@ -61,22 +62,25 @@ def shard_path(run_dir: Path, shard_id: str) -> Path:
 
 def write_parquet_atomic(table: pa.Table, final: Path, metadata: dict[bytes, bytes], **options: Any) -> Path:
     """Write beside `final` under a temporary name, then rename over it; no temporary file survives a
-    failure. Mode 0o666 less the umask (not mkstemp's 0600): others on a shared cluster can read it."""
+    failure, and a Ctrl-C that comes meanwhile takes effect once the file is whole (or removed). Mode
+    0o666 less the umask (not mkstemp's 0600): others on a shared cluster can read it."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(final.parent / f".{final.stem}.{secrets.token_hex(8)}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # O_EXCL: never another's file
-    try:
-        pq.write_table(table.replace_schema_metadata(metadata), tmp, **options)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with interrupts.deferred():
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # O_EXCL: never another's file
+        try:
+            pq.write_table(table.replace_schema_metadata(metadata), tmp, **options)
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return final
 
 
 def write_shard(run_dir: Path, shard_id: str, table: pa.Table, fingerprint: str) -> Path:
-    path = write_parquet_atomic(table, shard_path(run_dir, shard_id), {FINGERPRINT_KEY: fingerprint.encode()})
-    record(run_dir, path, [shard_id], table.num_rows, fingerprint)
+    with interrupts.deferred():  # a shard on disk is a recorded shard
+        path = write_parquet_atomic(table, shard_path(run_dir, shard_id), {FINGERPRINT_KEY: fingerprint.encode()})
+        record(run_dir, path, [shard_id], table.num_rows, fingerprint)
     return path
 
 

@@ -120,16 +120,19 @@ def rows_to_table(rows: list[Row]) -> pa.Table:
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Atomic like write_shard, with the same umask-respecting mode; no temporary file survives a failure."""
+    from harness import interrupts
+
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = str(run_dir / f".manifest.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(manifest, fh, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, run_dir / MANIFEST)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with interrupts.deferred():
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(manifest, fh, indent=2, sort_keys=True, default=str)
+            os.replace(tmp, run_dir / MANIFEST)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -34,4 +34,4 @@ class TaskFamily:
     """Made here or read from the user's own folder: `--source` does not apply."""
 
 
-TASKS: Registry[TaskFamily] = Registry("task")
+TASKS: Registry[TaskFamily] = Registry("task", plugins="apm_bench.tasks")

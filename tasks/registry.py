@@ -44,11 +44,13 @@ class Suite:
     model: str
     pretrained: str
     description: str
-    apm: dict[str, object] = field(default_factory=dict)
-    """ApmConfig overrides the suite applies before any flag does."""
+    settings: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Method settings the suite applies before --config and --set do (method -> field -> value)."""
 
 
 SUITES: Registry[Suite] = Registry("suite")
+SMALL_APM = {"image_size": 64, "patch_size": 8, "hidden": (256, 256, 128), "steps": 20, "lr": 1e-3}
+"""The tiny suites' APM: the paper-size network costs ~30 s per sample on 2 CPU cores."""
 SUITES.add(
     "smoke",
     Suite(
@@ -57,10 +59,11 @@ SUITES.add(
         model="apm-mini",
         pretrained="synthetic-teacher",  # shipped: `apm-bench teacher train --data synthetic --dtype fp16 --steps 400`
         description="48 drawn shapes, zero-shot / ensemble / APM on the shipped tiny teacher trained on them",
-        # a small APM: the paper-size network costs ~30 s per sample on 2 CPU cores
-        apm={"image_size": 64, "patch_size": 8, "hidden": (256, 256, 128), "steps": 20, "lr": 1e-3},
+        settings={"apm": SMALL_APM},
     ),
 )
+EVERY_METHOD = ("zeroshot", "ensemble", "tpt", "c-tpt", "r-tpt", "tps", "rlcf", "ttl", "zero", "mta", "apm")
+"""The offline benchmark compares every built-in method on the same samples."""
 PAPER_METHODS = ("zeroshot", "ensemble", "tpt", "apm")
 """The rows the paper reports for methods this harness runs (its Tables 1 and 3 have TPT rows)."""
 SUITES.add(
@@ -80,10 +83,10 @@ SUITES.add(
     "fashion-mnist-c",
     Suite(
         ("fashion-mnist",) + FASHION_MNIST_C,
-        ("zeroshot", "ensemble", "tpt", "apm"),
+        EVERY_METHOD,
         "apm-mini",
         "fashion-mnist-teacher",  # $APM_BENCH_HOME/teachers/fashion-mnist, made by `apm-bench teacher train`
         "clean Fashion-MNIST + Table 2's 15 corruptions at severity 5, on a teacher trained here (README)",
-        apm={"image_size": 64, "patch_size": 8, "hidden": (256, 256, 128), "steps": 20, "lr": 1e-3},
+        settings={"apm": SMALL_APM, "rlcf": {"reward_model": "teacher"}},  # no bigger CLIP offline
     ),
 )

@@ -52,3 +52,35 @@ def image_folder(tmp_path: Path) -> Path:
             sub = root / cls / ("nested" if j == 2 else "")
             write_image(sub / f"img{j}.png", colour, seed=10 * i + j)
     return root
+
+
+SIGLIP_TINY = {
+    "embed_dim": 192,
+    "init_logit_bias": -10,
+    "custom_text": True,
+    "vision_cfg": {"image_size": 224, "timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False,
+                   "timm_pool": "map", "timm_proj": "none"},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2,
+                 "no_causal_mask": True, "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6}},
+}
+"""open_clip's ViT-B-16-SigLIP config made small: a timm ViT with attention-pool (MAP) head, a
+custom text tower without causal mask pooled at the last token, a learned logit bias (init -10),
+SigLIP's 0.5 normalisation and squash resize. Only the tokenizer is CLIP's (SigLIP's is on the hub)."""
+
+
+@pytest.fixture(scope="session")
+def siglip_dir(tmp_path_factory) -> Path:
+    """The tiny SigLIP-shaped model as an open_clip model directory, with random weights."""
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    out = tmp_path_factory.mktemp("siglip-tiny")
+    (out / "open_clip_config.json").write_text(json.dumps({"model_cfg": SIGLIP_TINY, "preprocess_cfg": {
+        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "resize_mode": "squash"}}))
+    torch.manual_seed(0)
+    model = open_clip.create_model("local-dir:" + str(out), load_weights=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
+    return out

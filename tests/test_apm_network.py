@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from harness.config import ApmConfig
+from harness.methods.configs import ApmConfig
 from harness.errors import HarnessError
 from harness.methods.apm import NonFiniteLoss, apm_transform, run_ttt
 from harness.models.apm import ApmNet, sincos_2d
@@ -103,7 +103,7 @@ def test_non_finite_loss_is_reported_with_its_step():
 
 
 def test_bad_geometry_is_a_clear_error():
-    with pytest.raises(HarnessError, match="--apm-patch-size"):
+    with pytest.raises(HarnessError, match="apm.patch_size"):
         ApmNet(ApmConfig(image_size=50, patch_size=14), 64)
-    with pytest.raises(HarnessError, match="--apm-heads"):
+    with pytest.raises(HarnessError, match="apm.heads"):
         ApmNet(ApmConfig(image_size=56, heads=5), 64)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.config import ApmConfig, DataConfig, RunConfig
+from harness.config import DataConfig, RunConfig
+from harness.methods.configs import ApmConfig
 from harness.engine.shards import plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
 from tasks.base import open_rgb
@@ -88,8 +89,7 @@ def test_exif_orientation_is_applied_only_when_asked(bad_folder, tmp_path):
 def test_broken_files_become_error_rows_naming_file_and_reason(bad_folder):
     root, made, broken = bad_folder
     task = resolve_task(f"imagefolder:{root}")
-    config = RunConfig(tasks=(f"imagefolder:{root}",), methods=("zeroshot", "apm"),
-                       apm=ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=2))
+    config = RunConfig(tasks=(f"imagefolder:{root}",), methods=("zeroshot", "apm"), settings=(("apm", ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=2)),))
     worker = ShardWorker(config, {task.name: task}, RunIdentity("r", "f", "c"))
     rows = worker.process(plan_shards([task], 100)[0]).to_pylist()
     assert len(rows) == 2 * (len(made) + len(broken))

@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from harness.config import ApmConfig, RunConfig
+from harness.config import RunConfig
+from harness.methods.configs import ApmConfig
 from harness.engine.shards import plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
 from harness.methods.apm import batch_size, run_ttt
@@ -58,7 +59,7 @@ def test_worker_rows_agree_between_batch_sizes():
     task = resolve_task("synthetic:1")
     rows = {}
     for size in (1, 6):
-        config = RunConfig(tasks=("synthetic:1",), methods=("apm",), apm=dataclasses.replace(SMALL, batch_size=size))
+        config = RunConfig(tasks=("synthetic:1",), methods=("apm",), settings=(("apm", dataclasses.replace(SMALL, batch_size=size)),))
         worker = ShardWorker(config, {task.name: task}, RunIdentity("r", "f", "c"))
         rows[size] = worker.process(plan_shards([task], 12)[0]).to_pylist()
     for one, many in zip(rows[1], rows[6]):

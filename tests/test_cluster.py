@@ -40,8 +40,8 @@ RAY = str(Path(sys.executable).parent / "ray")
 RUN = ["--task", "imagefolder:data/shapes", "--task", "fashion-mnist", "--data-root", "data",
        "--method", "zeroshot,apm", "--model", "apm-mini", "--pretrained", "teachers/mini", "--out-root", "results",
        "--workers", "2", "--shard-size", "2", "--no-progress",
-       "--apm-image-size", "64", "--apm-patch-size", "8", "--apm-hidden", "256,256,128", "--apm-lr", "1e-3",
-       "--apm-steps", "5"]
+       "--set", "apm.image_size=64", "--set", "apm.patch_size=8", "--set", "apm.hidden=256,256,128", "--set", "apm.lr=1e-3",
+       "--set", "apm.steps=5"]
 """Relative paths everywhere a user would type one: 6 images in 3 classes + 4 Fashion-MNIST images (5 shards,
 so each actor gets 2 at once), the shipped teacher copied beside the data."""
 

@@ -2,7 +2,8 @@
 
 import dataclasses
 
-from harness.config import ApmConfig, RunConfig, TptConfig
+from harness.config import RunConfig
+from harness.methods.configs import ApmConfig, TptConfig
 from harness.engine.shards import plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
 from tasks.registry import resolve_task
@@ -12,7 +13,7 @@ APM = ApmConfig(image_size=32, patch_size=8, hidden=(64,), steps=5, lr=1e-3, poo
 
 
 def _flops(methods, apm=APM, tpt=TptConfig(views=8)):
-    config = RunConfig(tasks=("synthetic:1",), methods=methods, apm=apm, tpt=tpt)
+    config = RunConfig(tasks=("synthetic:1",), methods=methods, settings=(("apm", apm), ("tpt", tpt),))
     worker = ShardWorker(config, {TASK.name: TASK}, RunIdentity("r", "f", "c"))
     rows = worker.process(plan_shards([TASK], 2)[0]).to_pylist()
     return {r["method"]: r["flops"] for r in rows}, worker.teacher

@@ -6,17 +6,15 @@ import pandas as pd
 import pytest
 
 from harness import store
-from harness.config import ApmConfig, DataConfig, ExecConfig, RunConfig, TptConfig
+from harness.config import DataConfig, ExecConfig, RunConfig
+from harness.methods.configs import ApmConfig, TptConfig
 from harness.engine.runner import prepare, run
 from harness.errors import HarnessError
 
 CONFIG = RunConfig(
     tasks=("synthetic:2",),
     methods=("zeroshot", "apm", "tpt"),
-    apm=ApmConfig(image_size=64, patch_size=8, hidden=(128, 64), steps=6, lr=1e-3),
-    tpt=TptConfig(views=16),
-    shard_size=5,
-)
+    shard_size=5, settings=(("apm", ApmConfig(image_size=64, patch_size=8, hidden=(128, 64), steps=6, lr=1e-3)), ("tpt", TptConfig(views=16)),))
 RESULT_COLUMNS = ["task", "sample_id", "method", "seed", "prediction", "top5", "confidence", "prediction_before", "losses"]
 
 

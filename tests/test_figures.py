@@ -10,7 +10,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from harness import store
-from harness.config import ApmConfig, TeacherConfig
+from harness.config import TeacherConfig
+from harness.methods.configs import ApmConfig
 from harness.errors import HarnessError
 from harness.methods.apm import run_ttt
 from harness.models.apm import ApmNet

@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from harness.config import ApmConfig, ExecConfig, RunConfig
+from harness.config import ExecConfig, RunConfig
+from harness.methods.configs import ApmConfig
 from harness.device import PeakMemory, effective_precision, is_device_error, now, set_tf32
 from harness.engine import runner
 from harness.engine.pool import device_type, plan_pool
@@ -162,7 +163,7 @@ def test_out_of_memory_halves_the_apm_batch_and_trains_again(monkeypatch):
 
 
 def test_out_of_memory_chunks_tpts_views(monkeypatch):
-    from harness.config import TptConfig
+    from harness.methods.configs import TptConfig
     from harness.methods.tpt import TptMethod
 
     teacher, task, samples = _samples(2)
@@ -188,8 +189,7 @@ def test_errors_that_are_not_the_samples_fail_the_shard_not_its_rows(monkeypatch
     from harness.engine import worker as worker_module
 
     task = resolve_task("synthetic:1")
-    config = RunConfig(tasks=("synthetic:1",), methods=("zeroshot", "apm"),
-                       apm=ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=1))
+    config = RunConfig(tasks=("synthetic:1",), methods=("zeroshot", "apm"), settings=(("apm", ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=1)),))
     worker = ShardWorker(config, {task.name: task}, RunIdentity("r", "f", "c"))
     shard = Shard("s", task.name, tuple(task.samples()[:2]))
     monkeypatch.setattr(worker.methods[1], "evaluate", lambda *a: (_ for _ in ()).throw(ValueError("a bug")))

@@ -8,7 +8,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import cli
-from harness.config import ApmConfig, TeacherConfig
+from harness.config import TeacherConfig
+from harness.methods.configs import ApmConfig
 from tasks.registry import SUITES
 
 
@@ -24,10 +25,9 @@ def test_defaults_are_the_smoke_teacher_and_apm():
     params = {p.name: p.default for p in typer.main.get_command(cli.app).commands["plot"].params}
     smoke = SUITES.get("smoke")
     assert (params["model"], params["pretrained"]) == (smoke.model, smoke.pretrained) == ("apm-mini", "synthetic-teacher")
-    assert (params["apm_image_size"], params["apm_patch_size"], params["apm_lr"]) == (
-        smoke.apm["image_size"], smoke.apm["patch_size"], smoke.apm["lr"])
-    assert tuple(int(w) for w in params["apm_hidden"].split(",")) == smoke.apm["hidden"]
-    assert params["apm_use_patch"] is True
+    from harness.commands.figures import ISLANDS_APM
+
+    assert {**smoke.settings["apm"], "use_patch": True} == {**ISLANDS_APM, "steps": smoke.settings["apm"]["steps"]}
 
 
 def test_the_defaults_reach_plot_islands(tmp_path, monkeypatch):
@@ -41,10 +41,12 @@ def test_the_defaults_reach_plot_islands(tmp_path, monkeypatch):
     done = CliRunner().invoke(cli.app, ["plot", "islands", str(tiny_image(tmp_path))])
     assert done.exit_code == 0, done.output
     assert seen["teacher"] == TeacherConfig(model="apm-mini", pretrained="synthetic-teacher")
-    smoke = SUITES.get("smoke").apm
+    smoke = SUITES.get("smoke").settings["apm"]
     expected = {k: smoke[k] for k in ("image_size", "patch_size", "hidden", "lr")}
     assert {k: getattr(seen["apm"], k) for k in expected} == expected and seen["apm"].use_patch
     assert seen["apm"].pooling == ApmConfig().pooling and seen["steps"] == (0, 5, 20, 50)
+    done = CliRunner().invoke(cli.app, ["plot", "islands", str(tiny_image(tmp_path)), "--set", "apm.lr=0.5"])
+    assert done.exit_code == 0 and seen["apm"].lr == 0.5 and seen["apm"].use_patch, done.output
 
 
 def test_plot_islands_runs_at_its_defaults(tmp_path):

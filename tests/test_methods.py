@@ -4,7 +4,8 @@ import pyarrow as pa
 import torch
 import pytest
 
-from harness.config import ApmConfig, RunConfig
+from harness.config import RunConfig
+from harness.methods.configs import ApmConfig
 from harness.engine.shards import Shard, plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
 from tasks.registry import resolve_task
@@ -16,7 +17,7 @@ COMPARED = ["sample_id", "method", "prediction", "top5", "confidence", "predicti
 
 def _worker(methods=("zeroshot", "ensemble", "apm"), task_spec="synthetic:2") -> tuple[ShardWorker, list]:
     task = resolve_task(task_spec)
-    config = RunConfig(tasks=(task_spec,), methods=methods, apm=APM)
+    config = RunConfig(tasks=(task_spec,), methods=methods, settings=(("apm", APM),))
     return ShardWorker(config, {task.name: task}, IDENTITY), list(task.samples())
 
 
@@ -55,7 +56,7 @@ def test_rows_carry_provenance_and_ttt_trajectory():
 def test_apm_with_many_steps_agrees_with_the_teacher_it_distils():
     """Distillation should reproduce the teacher's own prediction when trained long enough."""
     task = resolve_task("synthetic:1")
-    config = RunConfig(tasks=("synthetic:1",), methods=("apm",), apm=dataclasses.replace(APM, steps=150))
+    config = RunConfig(tasks=("synthetic:1",), methods=("apm",), settings=(("apm", dataclasses.replace(APM, steps=150)),))
     worker = ShardWorker(config, {task.name: task}, IDENTITY)
     rows = worker.process(plan_shards([task], 12)[0]).to_pylist()
     agree = sum(r["prediction"] == r["prediction_before"] for r in rows)
@@ -76,7 +77,7 @@ def test_a_bad_image_becomes_error_rows_and_the_shard_completes(image_folder):
 @pytest.mark.parametrize("templates", ["single", "ensemble"])
 def test_apm_classifies_with_the_chosen_templates(templates):
     task = resolve_task("synthetic:1")
-    config = RunConfig(tasks=("synthetic:1",), methods=("apm",), apm=dataclasses.replace(APM, steps=1, templates=templates))
+    config = RunConfig(tasks=("synthetic:1",), methods=("apm",), settings=(("apm", dataclasses.replace(APM, steps=1, templates=templates)),))
     rows = ShardWorker(config, {task.name: task}, IDENTITY).process(plan_shards([task], 2)[0]).to_pylist()
     assert {r["n_templates"] for r in rows} == {1 if templates == "single" else 80}
 

@@ -15,7 +15,7 @@ from harness.store import rows_to_table
 from test_report_tables import make_row
 
 SMOKE = ["--task", "synthetic", "--method", "zeroshot,apm", "--model", "apm-mini", "--pretrained", "synthetic-teacher",
-         "--apm-image-size", "64", "--apm-patch-size", "8", "--apm-hidden", "64", "--shard-size", "5"]
+         "--set", "apm.image_size=64", "--set", "apm.patch_size=8", "--set", "apm.hidden=64", "--shard-size", "5"]
 
 
 def _plan(tmp_path, *extra: str) -> str:

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from harness.config import ApmConfig, RunConfig
+from harness.config import RunConfig
+from harness.methods.configs import ApmConfig
 from harness.methods.apm import apm_transform, run_ttt
 from harness.models.apm import ApmNet
 from harness.models.ttt import IMAGENET_MEAN, IMAGENET_STD, RECIPES, train_steps
@@ -94,7 +95,7 @@ def test_the_demo_resizes_the_pil_image_bilinearly_like_torchvision_resize():
 
 def test_the_recipe_is_in_the_fingerprint_and_an_unknown_one_is_named():
     base = RunConfig(tasks=("synthetic",), methods=("apm",))
-    demo = dataclasses.replace(base, apm=dataclasses.replace(base.apm, recipe="demo"))
-    assert base.apm.recipe == "spec" and base.fingerprint() != demo.fingerprint()
+    demo = dataclasses.replace(base, settings=(("apm", dataclasses.replace(base.settings_of("apm"), recipe="demo")),))
+    assert base.settings_of("apm").recipe == "spec" and base.fingerprint() != demo.fingerprint()
     with pytest.raises(Exception, match="did you mean 'demo'"):
         RECIPES.get("dem")

@@ -14,15 +14,16 @@ import pandas as pd
 import pytest
 
 from harness import rundir, store
-from harness.config import ApmConfig, RunConfig
+from harness.config import RunConfig
+from harness.methods.configs import ApmConfig
 from harness.engine.shards import plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
 from tasks.registry import resolve_task
 
 EXE = shutil.which("apm-bench") or str(Path(sys.executable).parent / "apm-bench")
 SLOW = ["--task", "synthetic:4", "--method", "zeroshot,apm", "--shard-size", "3", "--workers", "2", "--no-progress",
-        "--apm-image-size", "64", "--apm-patch-size", "8", "--apm-hidden", "256,128", "--apm-steps", "30",
-        "--apm-lr", "1e-3"]
+        "--set", "apm.image_size=64", "--set", "apm.patch_size=8", "--set", "apm.hidden=256,128", "--set", "apm.steps=30",
+        "--set", "apm.lr=1e-3"]
 RESULT = ["sample_id", "method", "prediction", "top5", "confidence", "prediction_before", "losses", "seed", "error"]
 
 
@@ -139,8 +140,7 @@ def test_another_config_in_the_same_directory_is_refused_or_forked(ray_local, tm
 
 def test_a_non_finite_ttt_loss_marks_the_row_failed_with_its_step():
     task = resolve_task("synthetic:1")
-    config = RunConfig(tasks=("synthetic:1",), methods=("zeroshot", "apm"),
-                       apm=ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=5, lr=1e10, init_std=1.0))
+    config = RunConfig(tasks=("synthetic:1",), methods=("zeroshot", "apm"), settings=(("apm", ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=5, lr=1e10, init_std=1.0)),))
     rows = ShardWorker(config, {task.name: task}, RunIdentity("r", "f", "c")).process(plan_shards([task], 3)[0])
     apm = [r for r in rows.to_pylist() if r["method"] == "apm"]
     assert apm and all(r["prediction"] is None and r["correct"] is None for r in apm)

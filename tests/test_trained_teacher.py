@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from harness.config import ApmConfig, RunConfig, TeacherConfig
+from harness.config import RunConfig, TeacherConfig
+from harness.methods.configs import ApmConfig
 from harness.engine.shards import plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
 from harness.models.teacher import load_teacher
@@ -57,7 +58,7 @@ def test_severity_5_corruptions_lower_its_accuracy_on_average(shipped):
 def test_apm_with_enough_steps_agrees_with_the_trained_teacher():
     task = resolve_task("synthetic")
     apm = ApmConfig(image_size=64, patch_size=8, hidden=(256, 256, 128), lr=1e-3, steps=120)
-    config = RunConfig(tasks=(task.name,), methods=("apm",), teacher=SHIPPED, apm=apm)
+    config = RunConfig(tasks=(task.name,), methods=("apm",), teacher=SHIPPED, settings=(("apm", apm),))
     worker = ShardWorker(config, {task.name: task}, RunIdentity("t", "f" * 16, "test"))
     rows = worker.process(plan_shards([task], 48)[0]).to_pylist()
     agree = sum(r["prediction"] == r["prediction_before"] for r in rows)

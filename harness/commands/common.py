@@ -1,4 +1,4 @@
-"""What every command shares: Ctrl-C handling, list and width parsing, the data-root option."""
+"""What every command shares: Ctrl-C handling, list parsing, the data-root option."""
 
 from __future__ import annotations
 
@@ -39,20 +39,3 @@ def split_values(values: list[str] | None) -> tuple[str, ...] | None:
     if not values:
         return None
     return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
-
-
-def parse_widths(text: str | None) -> tuple[int, ...] | None:
-    """--apm-hidden 4096,2048,1024."""
-    if text is None:
-        return None
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise HarnessError(f"--apm-hidden expects comma-separated integers, got '{text}'") from None
-    if not widths or min(widths) < 1:
-        raise HarnessError(f"--apm-hidden expects positive widths, got '{text}'")
-    return widths
-
-
-def format_widths(widths: tuple[int, ...]) -> str:
-    return ",".join(map(str, widths))

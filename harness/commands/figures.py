@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from harness.commands.common import interruptible, parse_widths
-from harness.config import ApmConfig, TeacherConfig
-from harness.errors import HarnessError
+from harness import settings
+from harness.commands.common import interruptible
+from harness.config import TeacherConfig
+from harness.errors import HarnessError, Problems, collect
+
+ISLANDS_APM = {"image_size": 64, "patch_size": 8, "hidden": (256, 256, 128), "lr": 1e-3, "use_patch": True}
+"""The smoke suite's small APM, with each location's pixels in its query as in the paper's figure
+(tests/test_islands_cli.py checks that islands appear at these defaults)."""
 
 
 @interruptible
@@ -22,19 +26,16 @@ def plot(
     out: Annotated[Optional[Path], typer.Option(
         help="Folder (or .png for islands). Default RUN_DIR/figures, or figures/ for islands.")] = None,
     out_root: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("results"),
-    # islands defaults: the smoke suite's trained teacher and small APM (tests/test_islands_cli.py checks them),
-    # with each location's pixels in its query as in the paper's figure; a random teacher shows no islands
+    # islands defaults: the smoke suite's trained teacher (a random teacher shows no islands)
     model: Annotated[str, typer.Option(help="islands: teacher architecture.")] = "apm-mini",
     pretrained: Annotated[str, typer.Option(help="islands: teacher weights.")] = "synthetic-teacher",
     iterations: Annotated[str, typer.Option(help="islands: TTT steps to show, comma-separated.")] = "0,5,20,50",
     seed: Annotated[int, typer.Option(help="islands: seed of the APM draw.")] = 0,
     device: Annotated[str, typer.Option(help="islands: auto, cpu or cuda.")] = "auto",
-    apm_image_size: Annotated[int, typer.Option(min=1, help="islands: APM input side S (resize, no crop).")] = 64,
-    apm_patch_size: Annotated[int, typer.Option(min=1, help="islands: APM trigger conv kernel and stride; grid (S/p)^2.")] = 8,
-    apm_hidden: Annotated[str, typer.Option(help="islands: APM hidden widths of the shared MLP.")] = "256,256,128",
-    apm_lr: Annotated[float, typer.Option(min=0.0, help="islands: APM Adam learning rate.")] = 1e-3,
-    apm_pooling: Annotated[str, typer.Option(help="islands: APM pooling, attention or mean.")] = "attention",
-    apm_use_patch: Annotated[bool, typer.Option(help="islands: each location's own pixels in its query.")] = True,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="apm.FIELD=VALUE",
+        help="islands: an APM setting, repeatable; defaults: the smoke suite's small APM with each location's "
+             "pixels in its query (use_patch=true).")] = None,
 ) -> None:
     """PNG figures: from runs' Parquet files, or (`plot islands IMAGE`) from APM trained on one image."""
     targets = list(targets or [])
@@ -47,9 +48,15 @@ def plot(
             steps = tuple(int(s) for s in iterations.split(",") if s.strip())
         except ValueError:
             raise HarnessError(f"--iterations expects comma-separated integers, got '{iterations}'") from None
-        flags = {"image_size": apm_image_size, "patch_size": apm_patch_size, "hidden": parse_widths(apm_hidden),
-                 "lr": apm_lr, "pooling": apm_pooling, "use_patch": apm_use_patch}
-        apm = dataclasses.replace(ApmConfig(), **{k: v for k, v in flags.items() if v is not None})
+        problems: list[str] = []
+        given: dict[str, dict[str, object]] = {}
+        for text in set_ or []:
+            parsed = collect(problems, settings.parse_assignment, text)
+            if parsed:
+                given.setdefault(parsed[0], {})[parsed[1]] = parsed[2]
+        apm = settings.apply(("apm",), {"apm": ISLANDS_APM}, given, problems).get("apm")
+        if problems:
+            raise Problems(problems)
         path = plot_islands(Path(targets[1]), out or Path("figures"), TeacherConfig(model=model, pretrained=pretrained),
                             apm, steps, seed, device)
         typer.echo(str(path))

@@ -3,23 +3,47 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+import textwrap
+from typing import Annotated, Optional
 
 import typer
 
 from harness.commands.common import DataRoot, interruptible
 from harness.errors import HarnessError
+from harness.registry import unknown_name_message
+
+
+SECTIONS = ("suites", "tasks", "methods")
 
 
 @interruptible
-def list_things(data_root: DataRoot = None) -> None:
-    """Suites, tasks (where each looks for data, and what it found there), methods."""
-    from harness.methods import METHODS
-    from tasks.registry import SUITES, TASKS, resolve_task
+def list_things(
+    what: Annotated[Optional[str], typer.Argument(help="suites, tasks or methods; default all.")] = None,
+    data_root: DataRoot = None,
+) -> None:
+    """Suites, tasks (where each looks for data, and what it found there), and methods with every
+    setting, its default and where the default comes from (`--set METHOD.FIELD=VALUE` changes one)."""
+    if what is not None and what not in SECTIONS:
+        raise HarnessError(unknown_name_message("section of ls", what, SECTIONS))
+    if what in (None, "suites"):
+        _suites()
+    if what in (None, "tasks"):
+        _tasks(data_root)
+    if what in (None, "methods"):
+        _methods(verbose=what == "methods")
+
+
+def _suites() -> None:
+    from tasks.registry import SUITES
 
     typer.echo("suites:")
     for name, s in SUITES.items():
         typer.echo(f"  {name:<16} {s.description}; {len(s.tasks)} task(s), methods {','.join(s.methods)}")
+
+
+def _tasks(data_root: Path | None) -> None:
+    from tasks.registry import TASKS, resolve_task
+
     typer.echo(f"tasks (data root: {data_root or 'not set; --data-root or APM_BENCH_DATA'}):")
     for name, family in TASKS.items():
         typer.echo(f"  {name:<16} {family.description}")
@@ -39,7 +63,21 @@ def list_things(data_root: DataRoot = None) -> None:
             found = {f"{name} ({len(specs)} tasks)": "no data root"}
         for spec, text in found.items():
             typer.echo(f"  {'':<16} {spec}: {text}")
-    typer.echo("methods: " + ", ".join(METHODS.names()))
+
+
+def _methods(verbose: bool) -> None:
+    """Every method; with `ls methods`, each setting as `name = default  (type)` and its docstring."""
+    from harness.methods import METHODS
+    from harness.settings import describe
+
+    typer.echo("methods:" if verbose else "methods (`apm-bench ls methods` for their settings):")
+    for name, entry in METHODS.items():
+        typer.echo(f"  {name:<16} {entry.summary}" + (f" [{entry.paper}]" if entry.paper else ""))
+        kind = entry.settings_class() if verbose else None
+        for field, hint, default, doc in describe(kind) if kind else ():
+            typer.echo(f"    {name}.{field} = {default}  ({hint})")
+            for line in textwrap.wrap(doc, 96):
+                typer.echo(f"        {line}")
 
 
 @interruptible

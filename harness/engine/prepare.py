@@ -26,6 +26,12 @@ def check(config: RunConfig, execution: ExecConfig | None = None) -> tuple[RunCo
     for name in config.methods:
         collect(problems, METHODS.get, name)
     collect(problems, resolve_source, config.teacher.model, config.teacher.pretrained)
+    for name, settings in config.settings:  # teachers a method loads besides the run's (RLCF's reward model)
+        for model, pretrained in getattr(settings, "extra_teachers", lambda: ())():
+            try:
+                resolve_source(model, pretrained)
+            except HarnessError as exc:
+                problems.append(f"{name}: {exc}")
     found: dict[str, Task] = {}
     missing = 0
     for spec in config.tasks:
@@ -77,6 +83,12 @@ def pin_weights(config: RunConfig) -> RunConfig:
             f"(sha256 {teacher.weights_sha256[:12]}... then, {str(digest)[:12]}... now); "
             "finishing it would mix two teachers: start a new run instead, or restore the weights"
         )
+    for name, settings in config.settings:  # a method's own teachers must be reachable before a run starts too
+        for model, extra in getattr(settings, "extra_teachers", lambda: ())():
+            try:
+                weights_sha256(resolve_source(model, extra))
+            except HarnessError as exc:
+                raise HarnessError(f"{name}: {exc}") from None
     pretrained = source.path if source.kind in ("file", "local-dir") else teacher.pretrained
     return replace(config, teacher=replace(teacher, pretrained=pretrained, weights_sha256=digest))
 

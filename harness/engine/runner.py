@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -307,6 +308,7 @@ def _dispatch(
     import ray
 
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    before = ray.available_resources()
     pool = plan_pool(config.device_type or "cpu", nodes, ray.available_resources(), len(todo), execution.workers,
                      execution.threads_per_worker, execution.cpus_per_worker)
     # an `io` concurrency group lets an actor decode its next shard while it computes this one; the
@@ -361,6 +363,20 @@ def _dispatch(
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
+        _await_release(before)
+
+
+def _await_release(before: dict[str, float], seconds: float = 10.0) -> None:
+    """Wait (briefly) until the killed actors' CPUs and GPUs are free again: Ray frees them when the
+    processes are gone, and a next run in the same session sizes its pool by what is free."""
+    import ray
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        free = ray.available_resources()
+        if all(free.get(k, 0.0) >= v for k, v in before.items() if k in ("CPU", "GPU")):
+            return
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager

@@ -53,7 +53,7 @@ class ShardWorker:
         set_tf32(self.device, config.teacher.precision)
         self.precision = effective_precision(self.device.type, config.teacher.precision)
         self.teacher = load_teacher(config.teacher, self.device)
-        self.methods: list[Method] = [METHODS.get(name)(config) for name in config.methods]
+        self.methods: list[Method] = [METHODS.get(name)(config.settings_of(name)) for name in config.methods]
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.data_threads = max(1, data_threads)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")

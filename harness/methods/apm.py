@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from harness.config import ApmConfig, RunConfig
+from harness.methods.configs import ApmConfig
 from harness.device import now
 from harness.flops import count_flops
 from harness.methods.base import Outcome, SampleInput, score
@@ -222,7 +222,7 @@ class ApmMethod:
 
 
 def batch_size(config: ApmConfig, net: ApmNet, device: torch.device, available: int) -> int:
-    """Samples trained together. --apm-batch-size wins; 0 picks as many as fit a memory budget
+    """Samples trained together. apm.batch_size wins; 0 picks as many as fit a memory budget
     (60% of free GPU memory, or a quarter of RAM on a CPU, at most 16 there), counting parameters
     with gradient and Adam state plus the activations one sample keeps for backward. The RGB head is
     trained one sample at a time."""
@@ -240,5 +240,5 @@ def batch_size(config: ApmConfig, net: ApmNet, device: torch.device, available: 
     return max(1, min(available, cap, budget // per_sample))
 
 
-def apm(config: RunConfig) -> ApmMethod:
-    return ApmMethod(config.apm)
+def apm(settings: ApmConfig) -> ApmMethod:
+    return ApmMethod(settings)

@@ -1,37 +1,71 @@
-"""Method names and where each method's code lives. Importing a method pulls in torch and open_clip
-(seconds); checking a name must not, so the registry holds import paths and loads a method's module
-only when a worker builds it."""
+"""Method names, where each method's code and settings live, and whose work it is. Importing a method
+pulls in torch and open_clip (seconds); checking a name or a setting must not, so the registry holds
+import paths and loads a method's module only when a worker builds it. Other packages add methods
+through the `apm_bench.methods` entry-point group (README, "Write your own method")."""
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.registry import Registry
 
 if TYPE_CHECKING:
-    from harness.config import RunConfig
     from harness.methods.base import Method
+
+
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
 class MethodEntry:
-    module: str
     factory: str
-    """A function of the module taking the RunConfig and returning the method."""
+    """`module:function`; the function takes the method's settings (None if it has none) and returns
+    the method."""
     summary: str
+    settings: str | None = None
+    """`module:Class` of its frozen config dataclass; a torch-free module, as it is read to check a run."""
+    paper: str = ""
+    """Where the method and its defaults come from: the paper and the authors' code."""
+    episodic: bool = True
+    """Nothing carries over from one sample to the next (every method here; an online method would not)."""
 
-    def __call__(self, config: RunConfig) -> Method:
-        return getattr(importlib.import_module(self.module), self.factory)(config)
+    def settings_class(self) -> type | None:
+        return _load(self.settings) if self.settings else None
+
+    def __call__(self, settings: object | None) -> Method:
+        return _load(self.factory)(settings)
 
 
-METHODS: Registry[MethodEntry] = Registry("method (--method)")
-METHODS.add("zeroshot", MethodEntry("harness.methods.zeroshot", "zeroshot",
-                                    "CLIP zero-shot, one template (TPT's CLIP row)"))
-METHODS.add("ensemble", MethodEntry("harness.methods.zeroshot", "ensemble",
-                                    "CLIP zero-shot with the task's template set (80 templates on ImageNet)"))
-METHODS.add("tpt", MethodEntry("harness.methods.tpt", "tpt",
-                               "test-time prompt tuning (Shu et al., NeurIPS 2022)"))
-METHODS.add("apm", MethodEntry("harness.methods.apm", "apm",
-                               "Asynchronous Perception Machine test-time training (Modi & Rawat, NeurIPS 2024)"))
+METHODS: Registry[MethodEntry] = Registry("method (--method)", plugins="apm_bench.methods")
+_CONFIGS = "harness.methods.configs"
+METHODS.add("zeroshot", MethodEntry("harness.methods.zeroshot:zeroshot", "CLIP zero-shot, one template (TPT's CLIP row)",
+                                    paper="Radford et al., ICML 2021; the single template of TPT's code"))
+METHODS.add("ensemble", MethodEntry("harness.methods.zeroshot:ensemble",
+                                    "CLIP zero-shot with the task's template set (80 templates on ImageNet)",
+                                    paper="Radford et al., ICML 2021; templates of openai/CLIP and CoOp"))
+METHODS.add("tpt", MethodEntry("harness.methods.tpt:tpt", "test-time prompt tuning on the confident views' mean entropy",
+                               f"{_CONFIGS}:TptConfig", "Shu et al., NeurIPS 2022; azshue/TPT"))
+METHODS.add("apm", MethodEntry("harness.methods.apm:apm",
+                               "Asynchronous Perception Machine: distil the teacher's embedding of the image, reset",
+                               f"{_CONFIGS}:ApmConfig", "Modi & Rawat, NeurIPS 2024; rajatmodi62/apm and docs/apm-method.md"))
+METHODS.add("zero", MethodEntry("harness.methods.voting:zero", "majority vote of the confident views' argmaxes, no training",
+                                f"{_CONFIGS}:ZeroConfig", "Farina et al., NeurIPS 2024; FarinaMatteo/zero"))
+METHODS.add("mta", MethodEntry("harness.methods.voting:mta", "MeanShift mode of the view embeddings with inlierness scores",
+                               f"{_CONFIGS}:MtaConfig", "Zanella & Ben Ayed, CVPR 2024; MaxZanella/MTA"))
+METHODS.add("c-tpt", MethodEntry("harness.methods.tpt_variants:ctpt", "TPT plus the text features' dispersion (calibration)",
+                                 f"{_CONFIGS}:CtptConfig", "Yoon et al., ICLR 2024; hee-suk-yoon/C-TPT"))
+METHODS.add("r-tpt", MethodEntry("harness.methods.tpt_variants:rtpt",
+                                 "per-view entropy, reliability-weighted ensemble of the tuned views",
+                                 f"{_CONFIGS}:RtptConfig", "Sheng et al., CVPR 2025; TomSheng21/R-TPT"))
+METHODS.add("tps", MethodEntry("harness.methods.tpt_variants:tps", "a tuned shift per class on the text prototypes",
+                               f"{_CONFIGS}:TpsConfig", "Sui et al., WACV 2025; elaine-sui/TPS"))
+METHODS.add("ttl", MethodEntry("harness.methods.ttl:ttl",
+                               "LoRA on the image tower's last attention blocks, confidence-weighted entropy",
+                               f"{_CONFIGS}:TtlConfig", "Imam et al., WACV 2025; Razaimam45/TTL-Test-Time-Low-Rank-Adaptation"))
+METHODS.add("rlcf", MethodEntry("harness.methods.rlcf:rlcf",
+                                "TPT's prompt tuned by REINFORCE with a reward CLIP's scores of the confident views",
+                                f"{_CONFIGS}:RlcfConfig", "Zhao et al., ICLR 2024; mzhaoshuai/RLCF"))

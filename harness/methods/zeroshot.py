@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.config import RunConfig
 from harness.device import now
 from harness.methods.base import Outcome, SampleInput, score
 from harness.models.teacher import Teacher
@@ -51,9 +50,9 @@ class PromptMethod:
         ]
 
 
-def zeroshot(_: RunConfig) -> PromptMethod:
+def zeroshot(_: None) -> PromptMethod:
     return PromptMethod("zeroshot", ensemble=False)
 
 
-def ensemble(_: RunConfig) -> PromptMethod:
+def ensemble(_: None) -> PromptMethod:
     return PromptMethod("ensemble", ensemble=True)

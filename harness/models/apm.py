@@ -1,4 +1,4 @@
-"""The Asynchronous Perception Machine network (../shared/spec/apm-method.md).
+"""The Asynchronous Perception Machine network (docs/apm-method.md).
 
 A trigger column (one conv summary of the whole image + a fixed 2-D sin/cos code per location) is
 "unfolded" by one shared MLP into a feature per grid location; the features are pooled into one
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from harness.config import ApmConfig
+from harness.methods.configs import ApmConfig
 from harness.errors import HarnessError
 
 
@@ -71,12 +71,12 @@ class ApmNet(nn.Module):
         super().__init__()
         if config.image_size % config.patch_size:
             raise HarnessError(
-                f"--apm-image-size {config.image_size} is not a multiple of --apm-patch-size {config.patch_size}"
+                f"apm.image_size {config.image_size} is not a multiple of apm.patch_size {config.patch_size}"
             )
         if config.pooling not in ("attention", "mean"):
-            raise HarnessError(f"--apm-pooling must be attention or mean, not '{config.pooling}'")
+            raise HarnessError(f"apm.pooling must be attention or mean, not '{config.pooling}'")
         if config.pooling == "attention" and out_dim % config.heads:
-            raise HarnessError(f"teacher width {out_dim} is not divisible by --apm-heads {config.heads}")
+            raise HarnessError(f"teacher width {out_dim} is not divisible by apm.heads {config.heads}")
         self.config = config
         self.out_dim = out_dim
         self.grid = config.image_size // config.patch_size

@@ -2,7 +2,7 @@
 
 The paper describes the loop in words; the authors' released demo (rajatmodi62/apm, train_tta.py)
 runs it differently in four ways. Both are kept, by name, so a user can measure the difference:
-`--apm-recipe spec` (the default) or `--apm-recipe demo`. The recipe is part of the config, so it is
+`--set apm.recipe=spec` (the default) or `--set apm.recipe=demo`. The recipe is part of the config, so it is
 in the fingerprint and the manifest. Plain data: checking a name imports no torch."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Recipe:
     update (the demo classifies `feat_out` of its final iteration); False: one more forward after it."""
 
 
-RECIPES: Registry[Recipe] = Registry("APM recipe (--apm-recipe)")
+RECIPES: Registry[Recipe] = Registry("APM recipe (apm.recipe)")
 RECIPES.add("spec", Recipe(
     "the paper: fresh Adam, zero_grad every step, no schedule, predict after the last update",
     zero_grad_every_step=True, step_lr=None, pil_bilinear_resize=False, predict_from_training_forward=False,

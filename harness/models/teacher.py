@@ -68,9 +68,13 @@ class Teacher:
 
     @property
     def input_size(self) -> int:
-        """The side of the square the teacher's own preprocessing produces (its centre crop)."""
+        """The side of the square the image tower takes (its preprocessing's centre crop, or for a
+        model that squashes instead of cropping, as open_clip's SigLIP configs do, its resize)."""
+        side = getattr(self.model.visual, "image_size", None)
+        if side is not None:
+            return int(side[0] if isinstance(side, (tuple, list)) else side)
         for t in getattr(self.preprocess, "transforms", []):
-            if type(t).__name__ == "CenterCrop":
+            if type(t).__name__ in ("CenterCrop", "Resize") and isinstance(t.size, (int, tuple, list)):
                 return int(t.size[0] if isinstance(t.size, (tuple, list)) else t.size)
         raise HarnessError(f"cannot tell the input size of {self.config.model}'s preprocessing")
 
@@ -110,3 +114,15 @@ def load_teacher(config: TeacherConfig, device: str | torch.device = "cpu") -> T
         embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
     return Teacher(model, preprocess, tokenizer, device, config, source, embed_dim, float(model.logit_scale.exp()))
 
+
+
+def meta_teacher(config: TeacherConfig) -> Teacher:
+    """The architecture of `config.model` on torch's meta device: no weights, no memory, every shape.
+    What `apm-bench plan` counts FLOPs on."""
+    model, _, preprocess = open_clip.create_model_and_transforms(config.model, device="meta")
+    model.eval().requires_grad_(False)  # frozen, as a loaded teacher: no weight gradients to count
+    tokenizer = open_clip.get_tokenizer(config.model)
+    device = torch.device("meta")
+    embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
+    return Teacher(model, preprocess, tokenizer, device, config, resolve_source(config.model, "none"), embed_dim,
+                   logit_scale=100.0)  # FLOPs only

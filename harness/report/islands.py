@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from harness.config import ApmConfig, TeacherConfig
+from harness.config import TeacherConfig
+from harness.methods.configs import ApmConfig
 from harness.device import resolve_device
 from harness.errors import HarnessError
 from harness.report.figures import islands_figure

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.registry import Registry
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
-"""The paper's own numbers (copies of ../shared/reference/*.csv), shipped as package data."""
+"""The paper's own numbers (Tables 1 to 3 as published, one CSV each), shipped as package data."""
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,12 @@ TABLES.add("fashion-mnist-c", TableSpec(  # the offline shift benchmark (README)
     None,
 ))
 
-METHOD_LABELS = {"zeroshot": "CLIP", "ensemble": "Ensemble", "tpt": "TPT", "apm": "APM"}
-"""Our method name -> the paper's row label; other methods keep their own name."""
-METHOD_ORDER = ("zeroshot", "ensemble", "tpt", "apm")
-"""The paper's row order within a teacher; other methods follow in the order they appear."""
+METHOD_LABELS = {"zeroshot": "CLIP", "ensemble": "Ensemble", "tpt": "TPT", "c-tpt": "C-TPT", "r-tpt": "R-TPT",
+                 "tps": "TPS", "rlcf": "RLCF", "ttl": "TTL", "zero": "ZERO", "mta": "MTA", "apm": "APM"}
+"""Our method name -> the label the papers use; other methods keep their own name."""
+METHOD_ORDER = ("zeroshot", "ensemble", "tpt", "c-tpt", "r-tpt", "tps", "rlcf", "ttl", "zero", "mta", "apm")
+"""Row order within a teacher: the paper's (baselines, TPT, APM) with the other episodic methods
+before APM; plugin methods follow in the order they appear."""
 PAPER_ALIASES = {"zeroshot": ("CLIP", "OpenCLIP")}
 """Paper labels that stand for the same method: its zero-shot rows say OpenCLIP for LAION teachers."""
 BASELINE = "zeroshot"

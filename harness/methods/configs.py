@@ -1,0 +1,274 @@
+"""Every method's settings, one frozen dataclass each, with its authors' defaults. A field's
+docstring says what it does and where its default comes from; `apm-bench ls methods` prints them and
+`--set METHOD.FIELD=VALUE` or a TOML table `[METHOD]` changes them. This module imports no torch, so
+checking a run's settings costs nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import HarnessError
+
+AUGMIX_CHOICES = ("auto", "on", "off")
+
+
+def _one_of(field: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise HarnessError(f"{field} must be one of {', '.join(choices)}, not '{value}'")
+
+
+def _at_least(field: str, value: float, low: float) -> None:
+    if value < low:
+        raise HarnessError(f"{field} must be at least {low:g}, not {value:g}")
+
+
+@dataclass(frozen=True)
+class ApmConfig:
+    """The reconstructed APM (Modi & Rawat, NeurIPS 2024; docs/apm-method.md)."""
+
+    recipe: str = "spec"
+    """How the TTT loop runs. `spec`: the paper's description (fresh Adam, zero_grad every step, no
+    schedule, bicubic resize, predict after the last update). `demo`: the authors' released demo
+    (train_tta.py): gradients zeroed once per image so they accumulate, StepLR(200, 0.1), bilinear
+    resize, prediction from the last training forward."""
+    image_size: int = 448
+    """Input side S (resize, no crop); the paper's 448."""
+    patch_size: int = 14
+    """Trigger conv kernel and stride p; the grid has (S/p)^2 locations (the paper's 14)."""
+    hidden: tuple[int, ...] = (4096, 2048, 1024)
+    """Widths of the shared MLP's hidden layers (ReLU after each); the last layer maps to D."""
+    pooling: str = "attention"
+    """`attention` (learned query, `heads` heads, fixed 2-D sin/cos code added) or `mean`."""
+    heads: int = 8
+    """Attention heads of the pooling."""
+    rgb_hidden: int = 256
+    """Width of the RGB head (present in the network, weight 0 in TTT by default)."""
+    rgb_weight: float = 0.0
+    """Loss weight of the RGB reconstruction of each location's mean colour."""
+    use_patch: bool = False
+    """Append each location's own pixels to its query (the paper's figure; off in the spec)."""
+    chunk_size: int = 0
+    """Locations evaluated per chunk (0 = all at once). Chunks are checkpointed under grad, so
+    memory stays bounded as the grid grows."""
+    init_std: float = 0.01
+    """Every parameter is drawn from N(0, init_std) before each sample."""
+    steps: int = 20
+    """Adam steps per sample (the paper's 20)."""
+    lr: float = 1e-4
+    """Adam learning rate (the paper's 1e-4)."""
+    copies: int = 1
+    """Identical copies of the image per step (the demo code uses 8)."""
+    templates: str = "ensemble"
+    """Class embeddings from the task's template ensemble, or `single` ("a photo of a {}.")."""
+    batch_size: int = 0
+    """Samples whose independent APMs train as one batched computation; 0 = fit the device, 1 = one
+    at a time. Results equal one-at-a-time training up to float rounding."""
+
+    def __post_init__(self) -> None:
+        from harness.models.recipes import RECIPES
+
+        RECIPES.get(self.recipe)
+        _one_of("pooling", self.pooling, ("attention", "mean"))
+        _one_of("templates", self.templates, ("ensemble", "single"))
+        for name in ("image_size", "patch_size", "heads", "copies", "rgb_hidden"):
+            _at_least(name, getattr(self, name), 1)
+        if not self.hidden or min(self.hidden) < 1:
+            raise HarnessError(f"hidden must be positive widths, not {self.hidden}")
+
+
+@dataclass(frozen=True)
+class ViewsConfig:
+    """TPT's views (azshue/TPT, data/datautils.py AugMixAugmenter): the centre crop plus views - 1
+    random resized crops with a flip, AugMix-mixed on some data sets."""
+
+    views: int = 64
+    """The original view plus views-1 augmented ones (`-b 64` in every author's scripts)."""
+    augmix: str = "auto"
+    """AugMix on the views: `auto` (TPT's rule: the fine-grained sets, not the ImageNet family), on, off."""
+    min_scale: float = 0.08
+    """Smallest area fraction of the random resized crops (torchvision's default, as TPT)."""
+
+    def __post_init__(self) -> None:
+        _one_of("augmix", self.augmix, AUGMIX_CHOICES)
+        _at_least("views", self.views, 2)
+        if not 0 < self.min_scale <= 1:
+            raise HarnessError(f"min_scale must lie in (0, 1], not {self.min_scale:g}")
+
+
+@dataclass(frozen=True)
+class TptConfig(ViewsConfig):
+    """TPT (Shu et al., NeurIPS 2022), as azshue/TPT runs it."""
+
+    top: float = 0.1
+    """Fraction of views kept: the int(views * top) lowest-entropy ones (`--selection_p 0.1`)."""
+    steps: int = 1
+    """AdamW steps per sample (`--tta_steps 1`)."""
+    lr: float = 5e-3
+    """AdamW learning rate (`--lr 5e-3`)."""
+    weight_decay: float = 0.01
+    """AdamW's; torch's default, as TPT's code leaves it."""
+    ctx_init: str = "a photo of a"
+    """The learnable context's initial words; their token count is the context length (4)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.top <= 1:
+            raise HarnessError(f"top must lie in (0, 1], not {self.top:g}")
+        _at_least("steps", self.steps, 0)
+
+
+@dataclass(frozen=True)
+class CtptConfig(TptConfig):
+    """C-TPT (Yoon et al., ICLR 2024), as hee-suk-yoon/C-TPT runs it: TPT's loss minus lambda times the
+    text features' average distance to their centroid."""
+
+    weight: float | None = None
+    """lambda; unset: the published scripts' value for the task's family, 50 for the fine-grained
+    sets and ImageNet (test_tpt_ctpt_fg.sh), 20 for ImageNet-A, -V2, -R and -Sketch
+    (test_tpt_ctpt_ds.sh); 50 elsewhere."""
+    augmix: str = "auto"
+    """`auto`: the scripts' rule, AugMix on the fine-grained sets and on ImageNet-A, -V2, -R, -Sketch
+    (`--I_augmix` in the ds script), not on ImageNet; on; off."""
+
+
+@dataclass(frozen=True)
+class RtptConfig(TptConfig):
+    """R-TPT (Sheng et al., CVPR 2025), as TomSheng21/R-TPT runs it: the mean of the confident views'
+    entropies as loss; the prediction weighs every view's tuned logits by its reliability."""
+
+    neighbours: int = 20
+    """Reliability of a view: mean cosine similarity to its k most similar other views (k = 20,
+    get_top_sim)."""
+    temperature: float = 0.01
+    """Weights = softmax(reliability / temperature) over the views (0.01 in the code)."""
+
+
+@dataclass(frozen=True)
+class TpsConfig(TptConfig):
+    """TPS, test-time prototype shifting (Sui et al., WACV 2025), as elaine-sui/TPS runs it: a
+    zero-initialised shift per class added to the normalised class prototypes, tuned with TPT's loss."""
+
+    lr: float | None = None  # type: ignore[assignment]
+    """AdamW learning rate; unset: TTA-VLM's rule, 5e-3 on the ImageNet family (the authors' README)
+    and 1e-3 elsewhere."""
+    prototypes: str = "ensemble"
+    """Class prototypes: `ensemble`, the mean of the task's template embeddings (the authors' 80
+    templates on ImageNet; their GPT-4 descriptors are not shipped here), or `single`."""
+    ctx_init: str = "a photo of a"
+    """Unused by TPS (it tunes no prompt); kept so that TPT's settings read the same."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of("prototypes", self.prototypes, ("ensemble", "single"))
+
+
+@dataclass(frozen=True)
+class ZeroConfig(ViewsConfig):
+    """ZERO (Farina et al., NeurIPS 2024), as FarinaMatteo/zero runs it: keep the lowest-entropy views and
+    predict by the majority vote of their argmaxes; nothing is trained."""
+
+    top: float = 0.3
+    """Fraction of views kept, int(views * top) (gamma 0.3 since the authors' commit of October 2024;
+    0.1 before)."""
+    augmix: str = "off"
+    """The authors' views are crops and flips only, on every data set (TTA-VLM adds AugMix on the
+    fine-grained sets: `auto`)."""
+    ctx_init: str = "a photo of a"
+    """The prompt's words before the class name ("a photo of a {}.")."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.top < 1:
+            raise HarnessError(f"top must lie in (0, 1), not {self.top:g} (the tie-break needs discarded views)")
+
+
+@dataclass(frozen=True)
+class MtaConfig(ViewsConfig):
+    """MTA, MeanShift for test-time augmentation (Zanella & Ben Ayed, CVPR 2024), as MaxZanella/MTA runs
+    it: a mode of the view embeddings weighted by inlierness scores; nothing is trained."""
+
+    lambda_y: float = 0.2
+    """Temperature of the inlierness scores' softmax (`--lambda_y 0.2`)."""
+    lambda_q: float = 4.0
+    """Weight of the affinity term A y, with A = P P^T of the views' class posteriors (`--lambda_q 4`)."""
+    outer_steps: int = 5
+    """Rounds of (inlierness update, mode update) (`max_iter = 5`)."""
+    inner_steps: int = 5
+    """Iterations of each update within a round, stopping early below `tolerance` (5 in the code)."""
+    tolerance: float = 1e-6
+    """L2 change under which an inner loop stops."""
+    neighbours: float = 0.3
+    """A view's kernel bandwidth comes from its int(neighbours * (views - 1)) nearest views (0.3)."""
+    augmix: str = "off"
+    """The authors run MTA without TPT's AugMix on every data set (TTA-VLM adds it on the
+    fine-grained sets: `auto`)."""
+    ctx_init: str = "a photo of a"
+    """The prompt's words before the class name ("a photo of a {}.")."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lambda_y <= 0:
+            raise HarnessError(f"lambda_y must be positive, not {self.lambda_y:g}")
+        _at_least("outer_steps", self.outer_steps, 1)
+        _at_least("inner_steps", self.inner_steps, 1)
+
+
+@dataclass(frozen=True)
+class TtlConfig(ViewsConfig):
+    """TTL, test-time low-rank adaptation (Imam et al., WACV 2025), as Razaimam45/TTL-Test-Time-Low-Rank-
+    Adaptation runs it: LoRA on the query and value projections of the image tower's last attention
+    blocks, one step on the confidence-weighted entropy of every view; the text side is frozen."""
+
+    blocks: int = 3
+    """LoRA on the last `blocks` attention blocks of the image tower (ViT-B/16's 9-11, `--layer_range 9,11`)."""
+    rank: int = 16
+    """LoRA rank r (16)."""
+    alpha: float = 32.0
+    """LoRA alpha; the update is scaled by alpha / rank (32 / 16 = 2)."""
+    margin: float = 0.4
+    """E0 of the weights exp(E0 - H) of each view's entropy H, in nats (DeYO's margin, 0.4)."""
+    steps: int = 1
+    """AdamW steps per sample (`TTA_STEPS=1`)."""
+    lr: float = 5e-3
+    """AdamW learning rate (`LR=5e-3`)."""
+    weight_decay: float = 0.01
+    """AdamW's; torch's default, as the code leaves it."""
+    ctx_init: str = "a photo of a"
+    """The class prompts' words ("a photo of a {}.")."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least("blocks", self.blocks, 1)
+        _at_least("rank", self.rank, 1)
+        _at_least("steps", self.steps, 0)
+
+
+@dataclass(frozen=True)
+class RlcfConfig(TptConfig):
+    """RLCF, reinforcement learning with CLIP feedback (Zhao et al., ICLR 2024), as mzhaoshuai/RLCF's
+    prompt variant runs it: TPT's prompt, tuned towards the classes a reward CLIP scores high on the
+    confident views (REINFORCE with a per-view baseline)."""
+
+    steps: int = 3
+    """AdamW steps per sample (rlcf-prompt.sh: 3)."""
+    lr: float = 7e-3
+    """AdamW learning rate (7e-3)."""
+    weight_decay: float = 5e-4
+    """AdamW weight decay (5e-4)."""
+    sample_k: int = 3
+    """Classes per confident view: its top-k under the current prompt (every script uses 3)."""
+    reward_weight: float = 2.5
+    """CLIPScore weight w in max(0, w * cos) (2.5)."""
+    reward_model: str = "ViT-L-14"
+    """The reward teacher's open_clip architecture (the authors' ViT-L/14), or `teacher` for the run's
+    own teacher (TTA-VLM's choice)."""
+    reward_pretrained: str = "openai"
+    """Its weights: any --pretrained value (tag, hf-hub:, file, directory)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least("sample_k", self.sample_k, 1)
+
+    def extra_teachers(self) -> tuple[tuple[str, str], ...]:
+        """(model, pretrained) of the teachers the method loads besides the run's: checked before a run."""
+        return () if self.reward_model == "teacher" else ((self.reward_model, self.reward_pretrained),)

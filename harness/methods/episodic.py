@@ -1,0 +1,161 @@
+"""What every view-based episodic method shares (TPT and the methods built on its protocol): TPT's
+views of each sample, made ahead on the data threads; their embeddings in chunks that fit the device;
+confident-view selection; the cost per sample. A method adds `adapt`: from one sample's view
+embeddings to its outcome. Nothing carries over from one sample to the next."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from harness.device import now
+from harness.errors import HarnessError
+from harness.methods.base import Outcome, SampleInput, score
+from harness.methods.tpt_views import make_augmented_views
+from harness.models.teacher import Teacher
+from tasks.base import Task
+from tasks.templates import SINGLE, SINGLE_TEMPLATE, TemplateSet
+
+FINE_GRAINED_FAMILIES = frozenset(
+    {"flowers102", "dtd", "oxford-pets", "ucf101", "caltech101", "food101", "sun397", "fgvc-aircraft", "eurosat",
+     "stanford-cars"}
+)
+"""TPT's code adds AugMix on these (its multi-letter set ids) and not on the ImageNet variants."""
+IMAGENET_FAMILY = frozenset({"imagenet", "imagenet-a", "imagenet-v2", "imagenet-r", "imagenet-sketch", "imagenet-c"})
+"""ImageNet's classes: the sets TTA-VLM's one-letter ids stand for (I, A, V, R, K), and ImageNet-C."""
+VIEW_LOOKAHEAD = 4
+"""Samples whose views are made ahead (64 views of 224 px are 38 MB a sample)."""
+
+
+def task_family(task: Task) -> str:
+    """`imagenet-c/fog/5` -> imagenet-c; `oxford-pets:/data/pets` -> oxford-pets."""
+    return task.name.split(":")[0].split("/")[0]
+
+
+def normalisation(preprocess: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The teacher's mean and std, read off its own eval transform."""
+    for t in getattr(preprocess, "transforms", []):
+        if type(t).__name__ == "Normalize":
+            return tuple(t.mean), tuple(t.std)
+    raise HarnessError("view-based methods need a teacher whose preprocessing ends in Normalize")
+
+
+def view_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Each view's entropy of its softmax over the classes."""
+    return -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+
+
+def confident_views(logits: torch.Tensor, top: float) -> torch.Tensor:
+    """Indices of the int(N * top) lowest-entropy views (at least one; a stable sort, so ties keep
+    view order), as TPT's select_confident_samples. View 0 has no privilege."""
+    keep = max(1, int(logits.shape[0] * top))
+    return view_entropy(logits.detach()).argsort(stable=True)[:keep]
+
+
+def prompt_templates(ctx_init: str) -> TemplateSet:
+    """The hand-written prompt "<ctx_init> {}." as a template set (the single template by default)."""
+    template = f"{ctx_init} {{}}."
+    return SINGLE if template == SINGLE_TEMPLATE else TemplateSet(f"prompt:{ctx_init}", (template,))
+
+
+@dataclass
+class ViewMethod:
+    """Base of the view-based methods; `config` is a ViewsConfig (views, augmix, min_scale)."""
+
+    config: Any
+    name: str = "views"
+    data_pool: Executor | None = field(default=None, repr=False)
+    """Threads that make the next samples' views (the worker's data threads)."""
+    _view_chunk: int | None = field(default=None, repr=False)
+    """Views encoded at once, once out of memory has taught this worker a limit (None: all)."""
+    _flops: dict[tuple, int] = field(default_factory=dict, repr=False)
+    AUGMIX_AUTO: ClassVar[frozenset[str]] = FINE_GRAINED_FAMILIES
+    """The task families `augmix = auto` turns AugMix on for (TPT's rule, unless a method's authors differ)."""
+
+    def uses_augmix(self, task: Task) -> bool:
+        if self.config.augmix == "auto":
+            return task_family(task) in self.AUGMIX_AUTO
+        return self.config.augmix == "on"
+
+    def templates(self, task: Task) -> TemplateSet:
+        """The prompt the "before" prediction and the untuned classifier use."""
+        return prompt_templates(self.config.ctx_init)
+
+    def adapt(self, teacher: Teacher, task: Task, features: torch.Tensor, sample: SampleInput) -> Outcome:
+        """features: (views, D) normalised embeddings, view 0 the teacher's own preprocessing."""
+        raise NotImplementedError
+
+    def adapt_views(self, teacher: Teacher, task: Task, sample: SampleInput, views: torch.Tensor) -> Outcome:
+        """From the augmented views' pixels (views - 1, 3, S, S) to the outcome; by default their
+        embeddings, view 0's the teacher's own, go to `adapt`. A method that needs the pixels (it
+        re-encodes them, or shows them to another model) overrides this."""
+        features = F.normalize(torch.cat([sample.teacher_embedding[None], self.encode(teacher, views)]), dim=-1)
+        return self.adapt(teacher, task, features, sample)
+
+    def adapt_flops(self, teacher: Teacher, task: Task) -> int:
+        """FLOPs per sample beyond the views' image forwards (counted, on the meta device too)."""
+        return 0
+
+    def flops(self, teacher: Teacher, task: Task) -> int:
+        """Per sample: every view through the image tower (view 0 is the shared teacher forward) and
+        what `adapt` adds. Counted once per task."""
+        key = (id(teacher), task.classnames)
+        if key not in self._flops:
+            self._flops[key] = self.config.views * teacher.image_flops + self.adapt_flops(teacher, task)
+        return self._flops[key]
+
+    def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
+        """Samples one after another; the next ones' views are made on the data threads meanwhile, so
+        the device does not wait for them."""
+        cfg = self.config
+        augmix = self.uses_augmix(task)
+        mean, std = normalisation(teacher.preprocess)
+        flops = self.flops(teacher, task)
+        initial = teacher.classifier(task.classnames, self.templates(task))
+        before = score(torch.stack([s.teacher_embedding for s in samples]), initial, teacher.logit_scale).prediction
+
+        def views_of(sample: SampleInput) -> torch.Tensor:
+            return make_augmented_views(sample.image, cfg.views - 1, teacher.input_size, mean, std, sample.seed,
+                                        augmix, cfg.min_scale)
+
+        ahead: deque[Future] = deque()
+        queued = 0
+        outcomes = []
+        for sample, b in zip(samples, before):
+            while self.data_pool is not None and queued < len(samples) and len(ahead) < VIEW_LOOKAHEAD:
+                ahead.append(self.data_pool.submit(views_of, samples[queued]))
+                queued += 1
+            start = now(teacher.device)  # waiting for views that are not ready yet counts
+            views = ahead.popleft().result() if self.data_pool is not None else views_of(sample)
+            outcome = self.adapt_views(teacher, task, sample, views)
+            seconds = sample.teacher_seconds + now(teacher.device) - start
+            outcomes.append(dataclasses.replace(outcome, prediction_before=b, flops=flops, seconds=seconds))
+        return outcomes
+
+    def encode(self, teacher: Teacher, views: torch.Tensor) -> torch.Tensor:
+        """The views' embeddings, in chunks that fit the device: out of memory halves the chunk (and it
+        stays halved for this worker); only views that do not fit one at a time fail the shard."""
+        while True:
+            chunk = self._view_chunk or len(views)
+            try:
+                return torch.cat([teacher.encode_images(views[i : i + chunk]) for i in range(0, len(views), chunk)])
+            except torch.cuda.OutOfMemoryError:
+                if chunk == 1:
+                    raise
+                self._view_chunk = chunk // 2
+                torch.cuda.empty_cache()
+
+
+def scored(logits: torch.Tensor, **extra: Any) -> Outcome:
+    """An outcome from one row of class scores (fp32): top-1, top-5 and the softmax confidence."""
+    logits = logits.float()
+    k = min(5, logits.shape[-1])
+    top = logits.topk(k).indices.tolist()
+    return Outcome(prediction=top[0], top5=tuple(top), confidence=float(logits.softmax(-1)[top[0]]), **extra)

@@ -1,0 +1,129 @@
+"""What the prompt-tuning methods learn and how they step: TPT's learnable text context (shared by
+TPT, C-TPT, R-TPT), TPS's per-class shift of the class prototypes, and one tuning loop with a
+method's own loss. Every learner keeps its initial state and is reset to it before each sample."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from harness.errors import HarnessError
+from harness.methods.episodic import confident_views
+from harness.models.teacher import Teacher
+from harness.precision import autocast, grad_scaler
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(logits of the selected views (S, C), class embeddings (C, D)) -> loss."""
+
+
+def average_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the mean of the views' probabilities (computed in log space, as TPT does)."""
+    log_probs = logits.log_softmax(-1)
+    mean = torch.logsumexp(log_probs, dim=0) - math.log(logits.shape[0])
+    mean = mean.clamp(min=torch.finfo(mean.dtype).min)
+    return -(mean * mean.exp()).sum(-1)
+
+
+def tpt_loss(logits: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    return average_entropy(logits)
+
+
+def _shared_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    differ = (a != b).nonzero()
+    return int(differ[0]) if len(differ) else len(a)
+
+
+class PromptLearner(torch.nn.Module):
+    """Class prompts "<ctx_1..ctx_n> <class name>." through the teacher's own text tower; only the
+    context embeddings (shared by all classes) are trainable. The context is spliced into the token
+    embeddings on their way into open_clip's encode_text, so any open_clip text tower (CLIP's, or a
+    SigLIP-style custom one with its own masks and pooling) runs unchanged."""
+
+    def __init__(self, teacher: Teacher, classnames: Sequence[str], ctx_init: str) -> None:
+        super().__init__()
+        model = teacher.model
+        tower = getattr(model, "text", model)
+        if not isinstance(getattr(tower, "token_embedding", None), torch.nn.Embedding):
+            raise HarnessError(f"prompt tuning needs a text tower with a token embedding; {teacher.config.model} has none")
+        self.model, self.embedding = model, tower.token_embedding
+        tokens = teacher.tokenizer([f"{ctx_init} {name}." for name in classnames])
+        bare, ctx = teacher.tokenizer([""])[0], teacher.tokenizer([ctx_init])[0]
+        self.start = _shared_prefix(bare, ctx)  # start-of-text tokens, if the tokenizer adds any
+        self.n_ctx = _shared_prefix(ctx, tokens[0]) - self.start
+        words = ctx[self.start : self.start + self.n_ctx]
+        if self.n_ctx < 1 or not (tokens[:, self.start : self.start + self.n_ctx] == words).all():
+            raise HarnessError(f"ctx_init '{ctx_init}' does not tokenise as a prefix of the class prompts")
+        self.register_buffer("tokens", tokens.to(teacher.device), persistent=False)
+        with torch.no_grad():
+            initial = self.embedding(words.to(teacher.device)).clone()
+        self.register_buffer("ctx_init", initial, persistent=False)
+        self.ctx = torch.nn.Parameter(initial.clone())
+
+    def reset(self) -> None:
+        with torch.no_grad():
+            self.ctx.copy_(self.ctx_init)
+
+    def _splice(self, module: torch.nn.Module, inputs: object, embedded: torch.Tensor) -> torch.Tensor:
+        ctx = self.ctx[None].expand(embedded.shape[0], -1, -1).to(embedded.dtype)
+        a, b = self.start, self.start + self.n_ctx
+        return torch.cat([embedded[:, :a], ctx, embedded[:, b:]], dim=1)
+
+    def forward(self) -> torch.Tensor:
+        """(C, D) normalised class embeddings for the current context."""
+        hook = self.embedding.register_forward_hook(self._splice)
+        try:
+            x = self.model.encode_text(self.tokens)
+        finally:
+            hook.remove()
+        return F.normalize(x.float(), dim=-1)
+
+
+class ShiftLearner(torch.nn.Module):
+    """TPS: class embeddings normalize(p_c + s_c), with p_c the normalised class prototypes and s_c a
+    learned shift per class, zero at the start of every sample. The text tower is never run."""
+
+    def __init__(self, prototypes: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("prototypes", F.normalize(prototypes.float(), dim=-1), persistent=False)
+        self.shift = torch.nn.Parameter(torch.zeros_like(self.prototypes))
+
+    def reset(self) -> None:
+        with torch.no_grad():
+            self.shift.zero_()
+
+    def forward(self) -> torch.Tensor:
+        return F.normalize(self.prototypes + self.shift, dim=-1)
+
+
+def tune(
+    learner: torch.nn.Module, features: torch.Tensor, teacher: Teacher, steps: int, lr: float, weight_decay: float,
+    top: float, loss_fn: Loss = tpt_loss, selected: torch.Tensor | None = None,
+) -> tuple[list[float], torch.Tensor]:
+    """`steps` AdamW steps on the learner's parameters, from a fresh optimiser and loss scaler (so
+    nothing of one sample's tuning reaches the next), on `loss_fn` of the confident views. The
+    confident views are chosen once, from the first forward, and kept for every later step, as TPT's
+    test_time_tuning does (or given, by a method that chose them first). Text features are computed in
+    the run's precision, logits and loss in fp32. Returns the loss before each step and the chosen views."""
+    device, precision = teacher.device, teacher.config.precision
+    optimizer = torch.optim.AdamW(list(learner.parameters()), lr=lr, weight_decay=weight_decay)
+    scaler = grad_scaler(device, precision)
+    features = features.float()
+    losses = []
+    for _ in range(steps):
+        with autocast(device, precision):
+            text = learner()
+        text = text.float()
+        logits = teacher.logit_scale * features @ text.T
+        if selected is None:
+            selected = confident_views(logits, top)
+        loss = loss_fn(logits[selected], text)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.detach())
+    values = [] if not losses or losses[0].is_meta else torch.stack(losses).tolist()  # meta: FLOPs counting only
+    return values, selected if selected is not None else torch.empty(0, dtype=torch.long)

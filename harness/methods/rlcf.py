@@ -1,0 +1,101 @@
+"""RLCF (Zhao et al., ICLR 2024), the prompt variant: TPT's prompt and confident views, tuned by
+REINFORCE towards the classes a reward CLIP scores high. For each confident view, its top-k classes
+under the current prompt are "sampled"; each gets the reward max(0, w cos(reward image, reward text))
+less the mean over the view's k classes; the loss is the mean of reward x cross-entropy."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from harness.config import TeacherConfig
+from harness.methods.base import Outcome, SampleInput
+from harness.methods.configs import RlcfConfig
+from harness.methods.episodic import confident_views, normalisation, prompt_templates, scored
+from harness.methods.prompt import Loss, tune
+from harness.methods.tpt import TptMethod
+from harness.models.teacher import Teacher, load_teacher, meta_teacher
+from harness.precision import autocast
+from tasks.base import Task
+
+
+def reinforce_loss(reward_image: torch.Tensor, reward_text: torch.Tensor, k: int, weight: float) -> Loss:
+    """The loss of one sample's tuning: `reward_image` (S, D) the reward model's normalised embeddings
+    of the S confident views, `reward_text` (D, C) its normalised class embeddings."""
+    scores = (weight * reward_image @ reward_text).clamp(min=0)  # CLIPScore of every (view, class)
+
+    def loss(logits: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        sampled = logits.detach().topk(k, dim=-1).indices  # (S, k): the policy's current top-k
+        reward = scores.gather(1, sampled)
+        advantage = reward - reward.mean(dim=1, keepdim=True)  # baseline: the view's own mean
+        log_probs = logits.log_softmax(-1).gather(1, sampled)
+        return -(advantage * log_probs).mean()
+
+    return loss
+
+
+@dataclass
+class RlcfMethod(TptMethod):
+    name: str = "rlcf"
+    _reward: Teacher | None = field(default=None, repr=False)
+
+    def reward_teacher(self, teacher: Teacher) -> Teacher:
+        """The reward CLIP, loaded once per worker on the teacher's device (`teacher`: the run's own)."""
+        cfg = self.config
+        if cfg.reward_model == "teacher":
+            return teacher
+        if self._reward is None:
+            reward = TeacherConfig(cfg.reward_model, cfg.reward_pretrained, precision=teacher.config.precision)
+            self._reward = meta_teacher(reward) if teacher.device.type == "meta" else load_teacher(reward, teacher.device)
+        return self._reward
+
+    def reward_views(self, teacher: Teacher, reward: Teacher, pixels: torch.Tensor) -> torch.Tensor:
+        """The reward model's normalised embeddings of views made for the policy: back to pixel values,
+        resized (bicubic) to its input side and normalised its way, if it differs."""
+        if reward is not teacher:
+            mean, std = (torch.tensor(v, device=pixels.device).view(1, 3, 1, 1) for v in normalisation(teacher.preprocess))
+            r_mean, r_std = (torch.tensor(v, device=pixels.device).view(1, 3, 1, 1) for v in normalisation(reward.preprocess))
+            pixels = pixels * std + mean
+            if reward.input_size != pixels.shape[-1]:
+                pixels = F.interpolate(pixels, size=reward.input_size, mode="bicubic", align_corners=False)
+            pixels = (pixels - r_mean) / r_std
+        return F.normalize(reward.encode_images(pixels), dim=-1)
+
+    def adapt_views(self, teacher: Teacher, task: Task, sample: SampleInput, views: torch.Tensor) -> Outcome:
+        """The confident views are chosen once, with the initial prompt, as TPT; the reward model sees
+        only them."""
+        cfg = self.config
+        features = F.normalize(torch.cat([sample.teacher_embedding[None], self.encode(teacher, views)]), dim=-1)
+        learner = self.learner(teacher, task)
+        learner.reset()
+        with torch.no_grad(), autocast(teacher.device, teacher.config.precision):
+            text = learner()
+        selected = confident_views(teacher.logit_scale * features.float() @ text.float().T, cfg.top)
+        pixels = torch.cat([teacher.preprocess(sample.image)[None], views]).to(teacher.device)
+        reward = self.reward_teacher(teacher)
+        loss = reinforce_loss(self.reward_views(teacher, reward, pixels[selected]),
+                              reward.classifier(task.classnames, prompt_templates(cfg.ctx_init)),
+                              min(cfg.sample_k, len(task.classnames)), cfg.reward_weight)
+        losses, _ = tune(learner, features, teacher, cfg.steps, cfg.lr, cfg.weight_decay, cfg.top, loss, selected)
+        with torch.no_grad():
+            logits = self.predict(teacher, learner, features)
+        learner.reset()
+        n_templates, label = self.prompt_label(task)
+        extra = dict(n_templates=n_templates, template_set=label, steps=len(losses), losses=tuple(losses))
+        if not (all(math.isfinite(v) for v in losses) and bool(torch.isfinite(logits).all())):
+            return Outcome(None, error="non-finite rlcf loss", **extra)
+        return scored(logits, **extra)
+
+    def adapt_flops(self, teacher: Teacher, task: Task) -> int:
+        """TPT's (each step's text forward and backward, the prediction) and the reward model's forward
+        of the confident views (text embeddings are built once per task)."""
+        reward = self.reward_teacher(teacher)
+        kept = max(1, int(self.config.views * self.config.top))
+        return super().adapt_flops(teacher, task) + kept * reward.image_flops
+
+
+def rlcf(settings: RlcfConfig) -> RlcfMethod:
+    return RlcfMethod(settings)

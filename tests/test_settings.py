@@ -1,0 +1,133 @@
+"""Method settings as data: --set and TOML files, checked against each method's config dataclass,
+in the manifest and the fingerprint; `apm-bench ls methods` prints them from the same dataclasses."""
+
+import dataclasses
+
+import pytest
+from typer.testing import CliRunner
+
+import cli
+from harness import settings
+from harness.config import RunConfig
+from harness.errors import HarnessError
+from harness.methods import METHODS
+from harness.methods.configs import ApmConfig, CtptConfig, TpsConfig, TptConfig
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "raw", "value"),
+    [
+        (TptConfig, "steps", "3", 3),
+        (TptConfig, "lr", "1e-3", 1e-3),
+        (ApmConfig, "use_patch", "yes", True),
+        (ApmConfig, "hidden", "256, 128", (256, 128)),
+        (ApmConfig, "hidden", [64, 32], (64, 32)),  # from TOML
+        (CtptConfig, "weight", "none", None),
+        (CtptConfig, "weight", "20", 20.0),
+        (TpsConfig, "lr", 0.001, 0.001),
+    ],
+)
+def test_values_take_the_type_their_field_declares(kind, field, raw, value):
+    assert settings.coerce(kind, field, raw) == value
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "raw", "message"),
+    [
+        (TptConfig, "steps", "two", "expects an integer, not 'two'"),
+        (TptConfig, "steps", 1.5, "expects an integer"),
+        (ApmConfig, "use_patch", "maybe", "expects true or false"),
+        (TptConfig, "stpes", "2", "did you mean 'steps'"),
+        (TptConfig, "ctx_init", 3, "expects text"),
+    ],
+)
+def test_a_wrong_value_or_field_is_named(kind, field, raw, message):
+    with pytest.raises(HarnessError, match=message):
+        settings.coerce(kind, field, raw)
+
+
+def test_every_problem_of_a_set_is_collected_with_its_flag():
+    problems: list[str] = []
+    out = settings.apply(("tpt", "apm"), {"apm": {"steps": 5}}, {
+        "tpt": {"augmix": "maybe"}, "apm": {"lr": "0.5"}, "zero": {"top": "0.2"}, "tptt": {"steps": "1"},
+    }, problems)
+    assert out["apm"] == ApmConfig(steps=5, lr=0.5)  # the suite's value, then the override
+    assert "tpt" not in out
+    assert problems == [
+        "--set tpt: augmix must be one of auto, on, off, not 'maybe'",
+        "--set zero.top: zero is not among the run's methods (tpt, apm)",
+        f"--set tptt: unknown method 'tptt'; did you mean 'tpt'? (known: {', '.join(METHODS.names()[:12])})",
+    ]
+
+
+def test_the_config_holds_the_settings_of_its_methods_only_and_they_change_the_fingerprint():
+    config = RunConfig(tasks=("synthetic",), methods=("zeroshot", "tpt"), settings=(("apm", ApmConfig(steps=1)),))
+    assert config.settings == (("tpt", TptConfig()),)  # defaults filled in; apm is not in the run
+    faster = dataclasses.replace(config, settings=(("tpt", TptConfig(steps=2)),))
+    assert faster.fingerprint() != config.fingerprint()
+    assert RunConfig.from_dict(faster.to_dict()) == faster
+    assert faster.to_dict()["settings"] == {"tpt": dataclasses.asdict(TptConfig(steps=2))}
+    assert RunConfig(tasks=("synthetic",), methods=("zeroshot", "apm")).fingerprint() != \
+        RunConfig(tasks=("synthetic",), methods=("zeroshot", "apm"), settings=(("apm", ApmConfig(lr=1.0)),)).fingerprint()
+
+
+def test_every_setting_has_a_docstring_and_a_type_the_command_line_can_give():
+    for name, entry in METHODS.items():
+        kind = entry.settings_class()
+        for field, hint, default, doc in settings.describe(kind) if kind else ():
+            assert doc, f"{name}.{field} has no docstring"
+            value = getattr(kind(), field)
+            shown = "none" if value is None else ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            assert settings.coerce(kind, field, shown) == value  # what ls prints can be given back with --set
+
+
+def _captured_run(monkeypatch, tmp_path, *args):
+    """Run `apm-bench run ARGS` up to the engine and return the config and execution it would run."""
+    seen = {}
+
+    def engine(config, execution, tasks):
+        seen.update(config=config, execution=execution)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("harness.engine.runner.run", engine)
+    done = CliRunner().invoke(cli.app, ["run", *args, "--out-root", str(tmp_path / "results")])
+    assert "config" in seen, done.output
+    return seen["config"], seen["execution"]
+
+
+def test_a_toml_file_holds_the_run_and_the_command_line_wins(monkeypatch, tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('task = "synthetic:1"\nmethod = ["zeroshot", "tpt", "zero"]\nlimit = 12\nshard-size = 4\n'
+                    'workers = 2\n\n[tpt]\nsteps = 2\nviews = 8\n\n[zero]\ntop = 0.25\n')
+    config, execution = _captured_run(monkeypatch, tmp_path, "--config", str(path), "--shard-size", "6",
+                                      "--set", "tpt.views=16")
+    assert config.tasks == ("synthetic:1",) and config.methods == ("zeroshot", "tpt", "zero")
+    assert config.data.limit == 12 and config.shard_size == 6 and execution.workers == 2
+    assert config.settings_of("tpt") == TptConfig(steps=2, views=16)  # file, then --set
+    assert config.settings_of("zero").top == 0.25
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("shard_sise = 4\n", "unknown option in"),
+        ("limit = 'many'\n", "limit"),
+        ("method = 'tpt'\n[tpt]\nsteps = 'two'\n", "--set tpt.steps: expects an integer, not 'two'"),
+        ("limit = [\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_toml_file_is_one_line_naming_it(tmp_path, text, message):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    done = CliRunner().invoke(cli.app, ["run", "--task", "synthetic:1", "--config", str(path)])
+    assert done.exit_code != 0
+    assert message in str(done.exception) + done.output
+
+
+def test_ls_methods_prints_every_setting_with_its_default_and_source():
+    done = CliRunner().invoke(cli.app, ["ls", "methods"])
+    assert done.exit_code == 0, done.output
+    for name, entry in METHODS.items():
+        assert f"  {name} " in done.output and entry.paper.split(";")[0] in done.output
+    assert "zero.top = 0.3  (float)" in done.output and "c-tpt.weight = unset  (float | None)" in done.output
+    assert "gamma 0.3 since the authors' commit of October 2024" in done.output
