@@ -59,7 +59,7 @@ SUITES.add(
         model="apm-mini",
         pretrained="synthetic-teacher",  # shipped: `apm-bench teacher train --data synthetic --dtype fp16 --steps 400`
         description="48 drawn shapes, zero-shot / ensemble / APM on the shipped tiny teacher trained on them",
-        settings={"apm": SMALL_APM},
+        settings={"apm": SMALL_APM, "rlcf": {"reward_model": "teacher"}},  # no bigger CLIP offline
     ),
 )
 EVERY_METHOD = ("zeroshot", "ensemble", "tpt", "c-tpt", "r-tpt", "tps", "rlcf", "ttl", "zero", "mta", "apm")

@@ -131,3 +131,27 @@ def test_ls_methods_prints_every_setting_with_its_default_and_source():
         assert f"  {name} " in done.output and entry.paper.split(";")[0] in done.output
     assert "zero.top = 0.3  (float)" in done.output and "c-tpt.weight = unset  (float | None)" in done.output
     assert "gamma 0.3 since the authors' commit of October 2024" in done.output
+
+
+def test_a_run_made_before_settings_were_data_says_which_version_finishes_it(tmp_path):
+    from harness import store
+    from harness.engine.prepare import resume_config
+
+    old = RunConfig(tasks=("synthetic",), methods=("apm",)).to_dict()
+    old.pop("settings")
+    old["apm"] = dataclasses.asdict(ApmConfig())
+    store.write_manifest(tmp_path / "old", {"config": old, "code_version": "c3d9fff"})
+    with pytest.raises(HarnessError, match="made by an earlier apm-bench \\(c3d9fff\\).*finish it with that version"):
+        resume_config(tmp_path / "old")
+
+
+def test_the_offline_suites_reward_rlcf_with_their_own_teacher_and_the_paper_suites_with_vit_l():
+    from tasks.registry import SUITES
+
+    problems: list[str] = []
+    for name in ("smoke", "fashion-mnist-c"):
+        chosen = settings.apply(("rlcf",), SUITES.get(name).settings, {}, problems)
+        assert chosen["rlcf"].extra_teachers() == ()
+    assert settings.apply(("rlcf",), SUITES.get("natural-shift").settings, {}, problems) == {}
+    assert RunConfig(tasks=("imagenet",), methods=("rlcf",)).settings_of("rlcf").extra_teachers() == (("ViT-L-14", "openai"),)
+    assert problems == []

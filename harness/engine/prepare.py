@@ -97,4 +97,8 @@ def resume_config(run_dir: Path) -> RunConfig:
     """The config a run directory was started with, read back from its manifest."""
     from harness import store  # pandas and pyarrow: only when resuming
 
-    return RunConfig.from_dict(store.read_manifest(run_dir)["config"])
+    manifest = store.read_manifest(run_dir)
+    if "settings" not in manifest["config"]:  # apm and tpt sections: before settings were data (#16)
+        raise HarnessError(f"{run_dir} was made by an earlier apm-bench ({manifest.get('code_version', '?')}), whose "
+                           "method settings this one no longer reads; finish it with that version")
+    return RunConfig.from_dict(manifest["config"])
