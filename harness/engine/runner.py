@@ -233,18 +233,19 @@ def _with_device(config: RunConfig, execution: ExecConfig, cluster: contextlib.E
 def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: list[Shard],
          cluster: contextlib.ExitStack) -> RunSummary:
     requested = Path(execution.out_root) / (execution.run_id or new_run_id(config))
-    is_new = not (requested / store.MANIFEST).exists()
-    with _storage(requested, 0, nothing_yet=True):
-        run_dir, manifest = open_run_dir(requested, config, execution, len(shards), sum(len(s.refs) for s in shards))
-    is_new = is_new or run_dir != requested
-    verdict = rundir.verify(run_dir, manifest["fingerprint"])  # every file a resume would skip, checked
-    rundir.quarantine(run_dir, verdict.bad)
-    rundir.tidy(run_dir, verdict)
-    todo = [s for s in shards if s.shard_id not in verdict.shards]
-    identity = RunIdentity(run_dir.name, manifest["fingerprint"], code_version())
-    compactor = Compactor(run_dir, shards, identity.fingerprint, verdict.files)
+    is_new = not requested.exists()  # made by this run: only then may a failure remove it
+    run_dir = requested
     result = DispatchResult()
-    try:
+    try:  # from the first file written: a signal at any moment leaves a new run either with shards or gone
+        with _storage(requested, 0, nothing_yet=True):
+            run_dir, manifest = open_run_dir(requested, config, execution, len(shards), sum(len(s.refs) for s in shards))
+        is_new = is_new or run_dir != requested
+        verdict = rundir.verify(run_dir, manifest["fingerprint"])  # every file a resume would skip, checked
+        rundir.quarantine(run_dir, verdict.bad)
+        rundir.tidy(run_dir, verdict)
+        todo = [s for s in shards if s.shard_id not in verdict.shards]
+        identity = RunIdentity(run_dir.name, manifest["fingerprint"], code_version())
+        compactor = Compactor(run_dir, shards, identity.fingerprint, verdict.files)
         if todo:
             interrupts.check()
             cluster.enter_context(ray_session(execution))
@@ -255,8 +256,8 @@ def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: li
             manifest["finished"] = None if result.failed else _now()
             store.write_manifest(run_dir, manifest)
     except BaseException as exc:
-        finished = len(rundir.done_shards(run_dir))
-        if is_new and not finished:
+        finished = len(rundir.done_shards(run_dir)) if run_dir.is_dir() else 0
+        if is_new and not finished and run_dir.is_dir():
             shutil.rmtree(run_dir)  # nothing finished: leave no empty run behind to be reported
         if not isinstance(exc, KeyboardInterrupt):
             raise
