@@ -64,10 +64,12 @@ def run(
         help="Turn images upright by their EXIF tag (off: pixels as stored, as the reference loaders).")] = False,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", metavar="METHOD.FIELD=VALUE",
-        help="A method setting, repeatable (e.g. tpt.steps=2, apm.hidden=256,128); `apm-bench ls methods` lists them.")] = None,
+        help="A method setting, repeatable (e.g. tpt.steps=2, apm.hidden=256,128; *.views=16 for every method with "
+             "views); `apm-bench ls methods` lists them.")] = None,
     config_file: Annotated[Optional[Path], typer.Option(
-        "--config", is_eager=True, callback=use_run_file, help="A TOML file of run options (suite, task, method, model, limit, workers, ...) and one "
-                         "[METHOD] table of settings per method; flags given on the command line win.")] = None,
+        "--config", is_eager=True, callback=use_run_file,
+        help="A TOML file of run options (suite, task, method, model, limit, workers, ...) and one "
+             "[METHOD] table of settings per method; flags given on the command line win.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Only plan: samples, shards, rows and device-hours per method "
                                                "(as `apm-bench plan`); nothing runs, nothing is written.")] = False,
     device_tflops: Annotated[Optional[float], typer.Option(

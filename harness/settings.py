@@ -58,9 +58,11 @@ def apply(
 ) -> dict[str, Any]:
     """Build each method's config from `base` (a suite's values) and then `overrides` (TOML values or
     --set strings), collecting every problem: unknown method or field (with the closest name), a value
-    of the wrong type, a value its config refuses, a method that is not in the run."""
+    of the wrong type, a value its config refuses, a method that is not in the run. Method `*` sets a
+    field in every method of the run that has it (`--set '*.views=16'`); a method's own value wins."""
     from harness.methods import METHODS
 
+    overrides = _expand_wildcard(methods, overrides, problems, where)
     out: dict[str, Any] = {}
     for method in dict.fromkeys([*base, *overrides]):
         fields = {**base.get(method, {}), **overrides.get(method, {})}
@@ -90,6 +92,19 @@ def apply(
                 out[method] = kind(**values)
             except HarnessError as exc:
                 problems.append(f"{where} {method}: {exc}")
+    return out
+
+
+def _expand_wildcard(methods: tuple[str, ...], overrides: Mapping[str, Mapping[str, Any]], problems: list[str],
+                     where: str) -> dict[str, dict[str, Any]]:
+    out = {m: dict(f) for m, f in overrides.items() if m != "*"}
+    for field, value in overrides.get("*", {}).items():
+        having = [m for m in methods if (kind := settings_class(m)) is not None and field in _hints(kind)]
+        if not having:
+            problems.append(f"{where} *.{field}: no method of the run ({', '.join(methods) or 'none'}) has a setting "
+                            f"'{field}'")
+        for method in having:
+            out.setdefault(method, {}).setdefault(field, value)
     return out
 
 

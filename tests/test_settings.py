@@ -155,3 +155,11 @@ def test_the_offline_suites_reward_rlcf_with_their_own_teacher_and_the_paper_sui
     assert settings.apply(("rlcf",), SUITES.get("natural-shift").settings, {}, problems) == {}
     assert RunConfig(tasks=("imagenet",), methods=("rlcf",)).settings_of("rlcf").extra_teachers() == (("ViT-L-14", "openai"),)
     assert problems == []
+
+
+def test_a_wildcard_sets_a_field_in_every_method_that_has_it_and_a_methods_own_value_wins():
+    problems: list[str] = []
+    out = settings.apply(("zeroshot", "tpt", "zero", "apm"), {}, {"*": {"views": "16"}, "zero": {"views": "8"}}, problems)
+    assert out["tpt"].views == 16 and out["zero"].views == 8 and "apm" not in out and problems == []
+    settings.apply(("zeroshot", "apm"), {}, {"*": {"views": "16"}}, problems)
+    assert problems == ["--set *.views: no method of the run (zeroshot, apm) has a setting 'views'"]

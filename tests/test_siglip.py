@@ -22,6 +22,9 @@ def test_the_teacher_is_siglip_shaped_and_the_prompt_learner_matches_its_text_to
     model = teacher.model
     assert type(model).__name__ == "CustomTextCLIP" and float(model.logit_bias) == -10.0
     assert model.text.attn_mask is None and model.text.pool_type == "last" and teacher.input_size == 224
+    from harness.methods.ttl import lora_sites
+
+    assert {s.param for s in lora_sites(model.visual, 3)} == {f"trunk.blocks.{i}.attn.qkv.weight" for i in (9, 10, 11)}
     learner = PromptLearner(teacher, TASK.classnames, "a photo of a")
     plain = model.encode_text(teacher.tokenizer([f"a photo of a {c}." for c in TASK.classnames]), normalize=True)
     with torch.no_grad():

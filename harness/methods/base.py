@@ -65,8 +65,6 @@ class Method(Protocol):
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]: ...
 
 
-
-
 @dataclass(frozen=True)
 class Scores:
     prediction: list[int]
