@@ -153,7 +153,8 @@ def test_the_offline_suites_reward_rlcf_with_their_own_teacher_and_the_paper_sui
         chosen = settings.apply(("rlcf",), SUITES.get(name).settings, {}, problems)
         assert chosen["rlcf"].extra_teachers() == ()
     assert settings.apply(("rlcf",), SUITES.get("natural-shift").settings, {}, problems) == {}
-    assert RunConfig(tasks=("imagenet",), methods=("rlcf",)).settings_of("rlcf").extra_teachers() == (("ViT-L-14", "openai"),)
+    assert RunConfig(tasks=("imagenet",), methods=("rlcf",)).settings_of("rlcf").extra_teachers() == (
+        ("ViT-L-14", "openai", None),)
     assert problems == []
 
 
@@ -163,3 +164,27 @@ def test_a_wildcard_sets_a_field_in_every_method_that_has_it_and_a_methods_own_v
     assert out["tpt"].views == 16 and out["zero"].views == 8 and "apm" not in out and problems == []
     settings.apply(("zeroshot", "apm"), {}, {"*": {"views": "16"}}, problems)
     assert problems == ["--set *.views: no method of the run (zeroshot, apm) has a setting 'views'"]
+
+
+def test_the_reward_models_weights_are_pinned_like_the_teachers(siglip_dir, tmp_path):
+    import shutil
+
+    from harness.engine.prepare import pin_weights
+    from harness.methods.configs import RlcfConfig
+
+    def config(folder):
+        return RunConfig(tasks=("synthetic",), methods=("rlcf",),
+                         settings=(("rlcf", RlcfConfig(reward_model="apm-tiny", reward_pretrained=str(folder))),))
+
+    pinned = pin_weights(config(siglip_dir))
+    digest = pinned.settings_of("rlcf").reward_weights_sha256
+    assert len(digest) == 64 and pinned.fingerprint() != config(siglip_dir).fingerprint()
+    assert pin_weights(pinned) == pinned  # a resume over the same weights
+    other = tmp_path / "other"
+    shutil.copytree(siglip_dir, other)
+    weights = other / "open_clip_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\1")
+    moved = dataclasses.replace(pinned, settings=(("rlcf", dataclasses.replace(
+        pinned.settings_of("rlcf"), reward_pretrained=str(other))),))
+    with pytest.raises(HarnessError, match="rlcf: the weights of rlcf's teacher .* changed since this run started"):
+        pin_weights(moved)

@@ -27,7 +27,7 @@ def check(config: RunConfig, execution: ExecConfig | None = None) -> tuple[RunCo
         collect(problems, METHODS.get, name)
     collect(problems, resolve_source, config.teacher.model, config.teacher.pretrained)
     for name, settings in config.settings:  # teachers a method loads besides the run's (RLCF's reward model)
-        for model, pretrained in getattr(settings, "extra_teachers", lambda: ())():
+        for model, pretrained, _ in getattr(settings, "extra_teachers", lambda: ())():
             try:
                 resolve_source(model, pretrained)
             except HarnessError as exc:
@@ -75,22 +75,31 @@ def pin_weights(config: RunConfig) -> RunConfig:
     directory, on its own node). A config that already names a hash (a resume) must find the same
     weights."""
     teacher = config.teacher
-    source = resolve_source(teacher.model, teacher.pretrained)
-    digest = weights_sha256(source)
-    if teacher.weights_sha256 is not None and digest != teacher.weights_sha256:
-        raise HarnessError(
-            f"the weights of --pretrained {teacher.pretrained} changed since this run started "
-            f"(sha256 {teacher.weights_sha256[:12]}... then, {str(digest)[:12]}... now); "
-            "finishing it would mix two teachers: start a new run instead, or restore the weights"
-        )
-    for name, settings in config.settings:  # a method's own teachers must be reachable before a run starts too
-        for model, extra in getattr(settings, "extra_teachers", lambda: ())():
+    pretrained, digest = _pinned(teacher.model, teacher.pretrained, teacher.weights_sha256, "--pretrained")
+    settings = []
+    for name, chosen in config.settings:  # a method's own teachers (RLCF's reward model) are pinned alike
+        extra = getattr(chosen, "extra_teachers", lambda: ())()
+        if extra:
             try:
-                weights_sha256(resolve_source(model, extra))
+                chosen = chosen.with_weights(tuple(_pinned(m, p, sha, f"{name}'s teacher") for m, p, sha in extra))
             except HarnessError as exc:
                 raise HarnessError(f"{name}: {exc}") from None
-    pretrained = source.path if source.kind in ("file", "local-dir") else teacher.pretrained
-    return replace(config, teacher=replace(teacher, pretrained=pretrained, weights_sha256=digest))
+        settings.append((name, chosen))
+    return replace(config, teacher=replace(teacher, pretrained=pretrained, weights_sha256=digest), settings=tuple(settings))
+
+
+def _pinned(model: str, pretrained: str, expected: str | None, flag: str) -> tuple[str, str | None]:
+    """(pretrained as any node resolves it: a local path made absolute, sha256 of the weights); a run
+    that already names a hash (a resume) must find the same weights."""
+    source = resolve_source(model, pretrained)
+    digest = weights_sha256(source)
+    if expected is not None and digest != expected:
+        raise HarnessError(
+            f"the weights of {flag} {pretrained} changed since this run started "
+            f"(sha256 {expected[:12]}... then, {str(digest)[:12]}... now); "
+            "finishing it would mix two teachers: start a new run instead, or restore the weights"
+        )
+    return (source.path if source.kind in ("file", "local-dir") else pretrained), digest
 
 
 def resume_config(run_dir: Path) -> RunConfig:

@@ -5,7 +5,7 @@ checking a run's settings costs nothing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from harness.errors import HarnessError
 
@@ -264,11 +264,21 @@ class RlcfConfig(TptConfig):
     own teacher (TTA-VLM's choice)."""
     reward_pretrained: str = "openai"
     """Its weights: any --pretrained value (tag, hf-hub:, file, directory)."""
+    reward_weights_sha256: str | None = None
+    """The reward weights' content hash, filled when the run is prepared (as the teacher's): other
+    weights under the same name make another fingerprint, and a worker with other weights refuses."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least("sample_k", self.sample_k, 1)
 
-    def extra_teachers(self) -> tuple[tuple[str, str], ...]:
-        """(model, pretrained) of the teachers the method loads besides the run's: checked before a run."""
-        return () if self.reward_model == "teacher" else ((self.reward_model, self.reward_pretrained),)
+    def extra_teachers(self) -> tuple[tuple[str, str, str | None], ...]:
+        """(model, pretrained, sha256 if pinned) of the teachers the method loads besides the run's:
+        checked, fetched and hashed before a run starts."""
+        if self.reward_model == "teacher":
+            return ()
+        return ((self.reward_model, self.reward_pretrained, self.reward_weights_sha256),)
+
+    def with_weights(self, pinned: tuple[tuple[str, str | None], ...]) -> RlcfConfig:
+        """The settings with each extra teacher's (pretrained as every node can resolve it, sha256)."""
+        return replace(self, reward_pretrained=pinned[0][0], reward_weights_sha256=pinned[0][1]) if pinned else self

@@ -48,7 +48,8 @@ class RlcfMethod(TptMethod):
         if cfg.reward_model == "teacher":
             return teacher
         if self._reward is None:
-            reward = TeacherConfig(cfg.reward_model, cfg.reward_pretrained, precision=teacher.config.precision)
+            reward = TeacherConfig(cfg.reward_model, cfg.reward_pretrained, precision=teacher.config.precision,
+                                   weights_sha256=cfg.reward_weights_sha256)
             self._reward = meta_teacher(reward) if teacher.device.type == "meta" else load_teacher(reward, teacher.device)
         return self._reward
 
