@@ -101,12 +101,9 @@ def run(
     one_of("source", source, SOURCES)
     one_of("corruptions", corruptions, ("released", "generated"))
     methods = split_values(method) or (chosen.methods if chosen else ())
-    overrides: dict[str, dict[str, object]] = {m: dict(f) for m, f in file_settings.items()}
-    for text in set_ or []:
-        parsed = collect(problems, settings.parse_assignment, text)
-        if parsed:
-            overrides.setdefault(parsed[0], {})[parsed[1]] = parsed[2]
-    chosen_settings = settings.apply(methods, chosen.settings if chosen else {}, overrides, problems)
+    assignments = [parsed for text in set_ or [] if (parsed := collect(problems, settings.parse_assignment, text))]
+    chosen_settings = {} if resume is not None else settings.resolve(
+        methods, chosen.settings if chosen else {}, file_settings, f"--config {config_file}", assignments, problems)
     config = collect(problems, resume_config, resume) if resume is not None else RunConfig(
         tasks=split_values(task) or (chosen.tasks if chosen else ()),
         methods=methods,
@@ -168,6 +165,9 @@ def run(
     if summary.rows_written and summary.errors == summary.rows_written:  # a wrong folder or weights, not bad images
         typer.echo(f"error: every row this run wrote is an error row (the first: {summary.first_error})", err=True)
         raise typer.Exit(4)
+    if config.teacher.pretrained == "none":
+        typer.echo(f"note: the teacher {config.teacher.model} has random weights (--pretrained none): its accuracies are "
+                   "chance; --suite smoke uses a trained one, --pretrained gives real weights")
     typer.echo(f"next: apm-bench report {summary.run_dir} --format markdown")
 
 

@@ -95,6 +95,28 @@ def apply(
     return out
 
 
+def resolve(
+    methods: tuple[str, ...], suite: Mapping[str, Mapping[str, Any]], file_tables: Mapping[str, Mapping[str, Any]],
+    file_label: str, assignments: list[tuple[str, str, str]], problems: list[str],
+) -> dict[str, Any]:
+    """A run's method settings: a suite's, then a --config file's tables, then --set, the later
+    winning, each problem named by where it came from. A file's table for a known method the run does
+    not have is ignored (the command line may narrow a file's methods); a table naming no method is
+    an error."""
+    from harness.methods import METHODS
+
+    tables = {m: t for m, t in file_tables.items() if m in methods or m == "*" or m not in METHODS}
+    found = len(problems)
+    apply(methods, {}, tables, problems, file_label)  # the file's own values, checked and named as its
+    merged = _expand_wildcard(methods, tables, [], file_label) if len(problems) == found else {}
+    given: dict[str, dict[str, Any]] = {}
+    for method, field, value in assignments:
+        given.setdefault(method, {})[field] = value
+    for method, fields in _expand_wildcard(methods, given, problems, "--set").items():
+        merged[method] = {**merged.get(method, {}), **fields}
+    return apply(methods, suite, merged, problems)
+
+
 def _expand_wildcard(methods: tuple[str, ...], overrides: Mapping[str, Mapping[str, Any]], problems: list[str],
                      where: str) -> dict[str, dict[str, Any]]:
     out = {m: dict(f) for m, f in overrides.items() if m != "*"}
@@ -119,7 +141,7 @@ def coerce(kind: type, field: str, raw: Any) -> Any:
 def _as(hint: Any, raw: Any) -> Any:
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        if type(None) in args and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", ""))):
+        if type(None) in args and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "unset", ""))):
             return None
         inner = [a for a in args if a is not type(None)]
         return _as(inner[0], raw)

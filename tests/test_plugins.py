@@ -14,16 +14,15 @@ PLUGIN = '''
 """A tiny plugin: the majority vote of the views' argmaxes over ALL views, and 6 drawn shapes."""
 from dataclasses import dataclass
 
+from harness.methods.configs import ViewsConfig
 from harness.methods.registry import MethodEntry
 from tasks.families import TaskFamily
 
 
 @dataclass(frozen=True)
-class AllVoteConfig:
+class AllVoteConfig(ViewsConfig):
     views: int = 8
     """Views per sample."""
-    augmix: str = "off"
-    """No AugMix."""
     min_scale: float = 0.5
     """Crops keep at least half the image."""
     ctx_init: str = "a photo of a"
@@ -40,7 +39,9 @@ def all_vote(settings):
         def adapt(self, teacher, task, features, sample):
             logits = features @ teacher.classifier(task.classnames, self.templates(task))
             votes = torch.bincount(logits.argmax(-1), minlength=len(task.classnames))
-            return Outcome(int(votes.argmax()), confidence=float(votes.max()) / len(features))
+            top = votes.argsort(descending=True, stable=True)[:5].tolist()
+            return Outcome(top[0], tuple(top), confidence=float(votes.max()) / len(features),
+                           n_templates=1, template_set=self.templates(task).name)
 
     return AllVote(settings, name="all-vote")
 
@@ -82,10 +83,14 @@ def test_a_plugin_method_and_task_run_like_built_in_ones(tmp_path):
     rows = store.read_rows([tmp_path / "results" / "p"])
     votes = rows[rows["method"] == "all-vote"]
     assert len(votes) == 12 and votes["error"].isna().all() and (votes["flops"] > 0).all()
+    assert votes["top5_correct"].notna().all() and set(votes["template_set"]) == {"single"}
     assert set(votes["task"]) == {"plugin-shapes"}
     typo = subprocess.run([EXE, "run", "--task", "plugin-shapes", "--method", "all-vote", "--set", "all-vote.view=4"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert typo.returncode == 2 and "did you mean 'views'" in typo.stderr
+    refused = subprocess.run([EXE, "run", "--task", "plugin-shapes", "--method", "all-vote", "--set",
+                              "all-vote.augmix=sometimes"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert refused.returncode == 2 and "augmix must be one of auto, on, off, not 'sometimes'" in refused.stderr
 
 
 def test_a_broken_plugin_is_one_line_naming_it(tmp_path):

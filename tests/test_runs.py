@@ -92,7 +92,7 @@ def test_a_damaged_run_is_named_and_does_not_hide_the_others(results):
     text = render_runs(list_runs(results), results)
     assert [row[0] for row in cells(text.split("\n" + str(results))[0])[1:]] == ["run-new", "smoke-old", "resumed"]
     assert f"{results / 'broken'}: unreadable manifest" in text
-    assert f"{results / 'smoke-old'}: unreadable shard synthetic-00002.parquet" in text
+    assert f"{results / 'smoke-old'}: unreadable result file synthetic-00002.parquet" in text
 
 
 def test_cli_runs(results, tmp_path):
@@ -105,3 +105,12 @@ def test_cli_runs(results, tmp_path):
     empty = runner.invoke(cli.app, ["runs", "--out-root", str(tmp_path / "none")])
     assert empty.exit_code == 0
     assert empty.stdout == f"no runs under {tmp_path / 'none'}/ (start one with `apm-bench run`)\n"
+
+
+def test_a_finished_run_whose_shards_are_merged_into_a_segment_counts_them(results):
+    old = results / "smoke-old"
+    before = next(r for r in list_runs(results) if r.run_id == "smoke-old")
+    rundir.compact(old, ["synthetic-00000", "synthetic-00001"], "synthetic", "f")
+    assert not list((old / rundir.SHARDS).glob("*.parquet"))  # the shards now live in one segment
+    after = next(r for r in list_runs(results) if r.run_id == "smoke-old")
+    assert (after.rows, after.shards_finished, after.shards_unfinished) == (before.rows, 2, 1) == (12, 2, 1)

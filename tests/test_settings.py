@@ -95,6 +95,15 @@ def _captured_run(monkeypatch, tmp_path, *args):
     return seen["config"], seen["execution"]
 
 
+def test_the_command_line_narrows_a_files_methods_and_its_wildcard_wins_over_the_file(monkeypatch, tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('task = "synthetic:1"\nmethod = ["tpt", "zero"]\n\n[tpt]\nsteps = 2\nviews = 8\n\n[zero]\ntop = 0.25\n')
+    config, _ = _captured_run(monkeypatch, tmp_path, "--config", str(path), "--method", "tpt,tpt",
+                              "--set", "*.views=16")
+    assert config.methods == ("tpt",)  # a method given twice runs once
+    assert config.settings == (("tpt", TptConfig(steps=2, views=16)),)
+
+
 def test_a_toml_file_holds_the_run_and_the_command_line_wins(monkeypatch, tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('task = "synthetic:1"\nmethod = ["zeroshot", "tpt", "zero"]\nlimit = 12\nshard-size = 4\n'
@@ -112,7 +121,8 @@ def test_a_toml_file_holds_the_run_and_the_command_line_wins(monkeypatch, tmp_pa
     [
         ("shard_sise = 4\n", "unknown option in"),
         ("limit = 'many'\n", "limit"),
-        ("method = 'tpt'\n[tpt]\nsteps = 'two'\n", "--set tpt.steps: expects an integer, not 'two'"),
+        ("method = 'tpt'\n[tpt]\nsteps = 'two'\n", "run.toml tpt.steps: expects an integer, not 'two'"),
+        ("method = 'tpt'\n[tpy]\nsteps = 2\n", "run.toml tpy: unknown method 'tpy'; did you mean 'tpt'?"),
         ("limit = [\n", "not valid TOML"),
     ],
 )

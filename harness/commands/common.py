@@ -38,4 +38,4 @@ def split_values(values: list[str] | None) -> tuple[str, ...] | None:
     """Repeatable and comma-separated both work: --method zeroshot --method apm, or --method zeroshot,apm."""
     if not values:
         return None
-    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+    return tuple(dict.fromkeys(v.strip() for value in values for v in value.split(",") if v.strip()))  # each once

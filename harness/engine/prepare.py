@@ -83,7 +83,8 @@ def pin_weights(config: RunConfig) -> RunConfig:
             try:
                 chosen = chosen.with_weights(tuple(_pinned(m, p, sha, f"{name}'s teacher") for m, p, sha in extra))
             except HarnessError as exc:
-                raise HarnessError(f"{name}: {exc}") from None
+                hint = getattr(chosen, "EXTRA_TEACHER_HINT", "")
+                raise HarnessError(f"{name}: {exc}" + (f" ({hint})" if hint else "")) from None
         settings.append((name, chosen))
     return replace(config, teacher=replace(teacher, pretrained=pretrained, weights_sha256=digest), settings=tuple(settings))
 

@@ -177,7 +177,7 @@ class ShardWorker:
             prediction=out.prediction,
             correct=(out.prediction == ref.label) if ok else None,
             top5=list(out.top5),
-            top5_correct=(ref.label in out.top5) if ok and len(task.classnames) >= TOP5_MIN_CLASSES else None,
+            top5_correct=(ref.label in out.top5) if ok and out.top5 and len(task.classnames) >= TOP5_MIN_CLASSES else None,
             confidence=out.confidence,
             prediction_before=out.prediction_before,
             n_templates=out.n_templates,

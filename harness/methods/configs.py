@@ -272,6 +272,8 @@ class RlcfConfig(TptConfig):
         super().__post_init__()
         _at_least("sample_k", self.sample_k, 1)
 
+    EXTRA_TEACHER_HINT = "offline, --set rlcf.reward_model=teacher rewards with the run's own teacher"
+
     def extra_teachers(self) -> tuple[tuple[str, str, str | None], ...]:
         """(model, pretrained, sha256 if pinned) of the teachers the method loads besides the run's:
         checked, fetched and hashed before a run starts."""

@@ -133,7 +133,7 @@ class MtaMethod(ViewMethod):
         probs = (teacher.logit_scale * features.float() @ classifier).softmax(-1)
         found = mta_mode(features, probs, self.config)
         return scored(teacher.logit_scale * found.mode @ classifier, n_templates=1,
-                      template_set=self.templates(task).name, steps=self.config.outer_steps)
+                      template_set=self.templates(task).name)  # iterations, not training steps
 
     def adapt_flops(self, teacher: Teacher, task: Task) -> int:
         """Its matrix products, as torch's FLOP counter counts them (element-wise work is not counted, for

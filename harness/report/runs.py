@@ -1,5 +1,5 @@
 """`apm-bench runs`: the runs under a results folder, one line each, newest first. Only manifests and
-the shards' Parquet footers are read (row counts from the metadata, never a table), so listing a folder
+the result files' Parquet footers (segments and shards) are read (row counts from the metadata, never a table), so listing a folder
 of large runs stays instant and does not depend on the row schema."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from harness.errors import HarnessError
-from harness.rundir import SHARDS
+from harness.rundir import SEGMENTS, row_files, segment_shards
 from harness.store import MANIFEST, read_manifest
 
 HEADERS = ("run", "suite", "teacher", "methods", "samples", "shards finished", "unfinished", "failed", "started")
@@ -69,14 +69,14 @@ def read_run(run_dir: Path) -> RunRecord:
     config = manifest.get("config") or {}
     teacher = config.get("teacher") or {}
     rows, done, problem = 0, set(), None
-    for shard in sorted((run_dir / SHARDS).glob("*.parquet")):
+    for path in row_files(run_dir):  # merged segments and the shards not merged yet, each row once
         try:
-            with pq.ParquetFile(shard) as parquet:  # the footer only
+            with pq.ParquetFile(path) as parquet:  # the footer only
                 rows += parquet.metadata.num_rows
         except (OSError, pa.ArrowException) as exc:
-            problem = f"unreadable shard {shard.name}: {exc}"
+            problem = f"unreadable result file {path.name}: {exc}"
             continue
-        done.add(shard.stem)
+        done.update(segment_shards(path) if path.parent.name == SEGMENTS else [path.stem])
     failed = set(manifest.get("failed_shards") or {}) - done
     return RunRecord(
         run_id=str(manifest.get("run_id") or run_dir.name),
