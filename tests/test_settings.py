@@ -141,6 +141,10 @@ def test_ls_methods_prints_every_setting_with_its_default_and_source():
         assert f"  {name} " in done.output and entry.paper.split(";")[0] in done.output
     assert "zero.top = 0.3  (float)" in done.output and "c-tpt.weight = unset  (float | None)" in done.output
     assert "gamma 0.3 since the authors' commit of October 2024" in done.output
+    one = CliRunner().invoke(cli.app, ["ls", "methods", "zero"])
+    assert one.exit_code == 0 and "zero.top = 0.3" in one.output and "tpt.steps" not in one.output
+    typo = CliRunner().invoke(cli.app, ["ls", "methods", "zeroo"])
+    assert typo.exit_code != 0 and "did you mean 'zero'" in str(typo.exception)
 
 
 def test_a_run_made_before_settings_were_data_says_which_version_finishes_it(tmp_path):
@@ -198,3 +202,14 @@ def test_the_reward_models_weights_are_pinned_like_the_teachers(siglip_dir, tmp_
         pinned.settings_of("rlcf"), reward_pretrained=str(other))),))
     with pytest.raises(HarnessError, match="rlcf: the weights of rlcf's teacher .* changed since this run started"):
         pin_weights(moved)
+
+
+def test_a_run_id_reused_with_other_settings_names_the_settings_that_differ():
+    import json
+
+    from harness.engine.runner import config_differences
+
+    then = json.loads(json.dumps(RunConfig(tasks=("synthetic",), methods=("tpt",)).to_dict()))  # as the manifest holds it
+    now = RunConfig(tasks=("synthetic",), methods=("tpt",), settings=(("tpt", TptConfig(steps=2)),)).to_dict()
+    assert config_differences(then, now) == ["settings.tpt.steps (1 there, 2 now)"]
+    assert config_differences(then, json.loads(json.dumps(then))) == []

@@ -19,18 +19,21 @@ SECTIONS = ("suites", "tasks", "methods")
 @interruptible
 def list_things(
     what: Annotated[Optional[str], typer.Argument(help="suites, tasks or methods; default all.")] = None,
+    name: Annotated[Optional[str], typer.Argument(help="With `methods`: only this method.")] = None,
     data_root: DataRoot = None,
 ) -> None:
     """Suites, tasks (where each looks for data, and what it found there), and methods with every
     setting, its default and where the default comes from (`--set METHOD.FIELD=VALUE` changes one)."""
     if what is not None and what not in SECTIONS:
         raise HarnessError(unknown_name_message("section of ls", what, SECTIONS))
+    if name is not None and what != "methods":
+        raise HarnessError(f"`apm-bench ls {what} {name}`: only methods are listed one at a time (ls methods NAME)")
     if what in (None, "suites"):
         _suites()
     if what in (None, "tasks"):
         _tasks(data_root)
     if what in (None, "methods"):
-        _methods(verbose=what == "methods")
+        _methods(verbose=what == "methods", only=name)
 
 
 def _suites() -> None:
@@ -65,13 +68,15 @@ def _tasks(data_root: Path | None) -> None:
             typer.echo(f"  {'':<16} {spec}: {text}")
 
 
-def _methods(verbose: bool) -> None:
-    """Every method; with `ls methods`, each setting as `name = default  (type)` and its docstring."""
+def _methods(verbose: bool, only: str | None = None) -> None:
+    """Every method (or `only` one); with `ls methods`, each setting as `name = default  (type)` and its
+    docstring."""
     from harness.methods import METHODS
     from harness.settings import describe
 
+    entries = [(only, METHODS.get(only))] if only is not None else list(METHODS.items())
     typer.echo("methods:" if verbose else "methods (`apm-bench ls methods` for their settings):")
-    for name, entry in METHODS.items():
+    for name, entry in entries:
         typer.echo(f"  {name:<16} {entry.summary}" + (f" [{entry.paper}]" if entry.paper else ""))
         kind = entry.settings_class() if verbose else None
         for field, hint, default, doc in describe(kind) if kind else ():

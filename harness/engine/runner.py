@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -86,6 +87,18 @@ class Compactor:
             rundir.compact(self.run_dir, ids, slug(task), self.fingerprint)
 
 
+def config_differences(then: dict, now: dict, prefix: str = "") -> list[str]:
+    """The dotted names whose values differ between two configs as JSON holds them (settings.tpt.steps, ...)."""
+    out = []
+    for key in sorted(set(then) | set(now)):
+        a, b = then.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif json.dumps(a, default=str) != json.dumps(b, default=str):
+            out.append(f"{prefix}{key} ({json.dumps(a, default=str)} there, {json.dumps(b, default=str)} now)")
+    return out
+
+
 def new_run_id(config: RunConfig) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{config.suite or 'run'}-{stamp}-{config.fingerprint()[:8]}"
@@ -102,9 +115,11 @@ def open_run_dir(run_dir: Path, config: RunConfig, execution: ExecConfig, shards
             return run_dir, manifest
         if not execution.force_new:
             then = manifest.get("config", {}).get("teacher", {}).get("weights_sha256")
-            why = ""
             if then != config.teacher.weights_sha256:
                 why = f": its teacher weights differ (sha256 {str(then)[:12]}... there, {str(config.teacher.weights_sha256)[:12]}... now)"
+            else:
+                changed = config_differences(manifest.get("config", {}), config.to_dict())
+                why = f": {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''} differ" if changed else ""
             raise HarnessError(
                 f"{run_dir} holds a run with another config (fingerprint {manifest.get('fingerprint')}, "
                 f"requested {fingerprint}){why}; resume it with --resume {run_dir}, or pass --force-new for a new run"
