@@ -9,7 +9,7 @@ from typing import Annotated, Optional, TypeVar
 
 import typer
 
-from harness.errors import HarnessError, Interrupted
+from harness.errors import Interrupted
 
 INTERRUPTED = "interrupted; nothing was written"
 C = TypeVar("C", bound=Callable[..., None])

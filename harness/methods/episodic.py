@@ -6,6 +6,7 @@ embeddings to its outcome. Nothing carries over from one sample to the next."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future
@@ -151,6 +152,15 @@ class ViewMethod:
                     raise
                 self._view_chunk = chunk // 2
                 torch.cuda.empty_cache()
+
+
+def tuned_outcome(name: str, logits: torch.Tensor, losses: list[float], **extra: Any) -> Outcome:
+    """The outcome of a method that trained for len(losses) steps: scored, or an error row when a loss or
+    a score is not finite (the sample, not the worker, went wrong)."""
+    extra.update(steps=len(losses), losses=tuple(losses))
+    if not (all(math.isfinite(v) for v in losses) and bool(torch.isfinite(logits).all())):
+        return Outcome(None, error=f"non-finite {name} loss", **extra)
+    return scored(logits, **extra)
 
 
 def scored(logits: torch.Tensor, **extra: Any) -> Outcome:

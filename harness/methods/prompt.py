@@ -100,17 +100,19 @@ class ShiftLearner(torch.nn.Module):
 
 def tune(
     learner: torch.nn.Module, features: torch.Tensor, teacher: Teacher, steps: int, lr: float, weight_decay: float,
-    top: float, loss_fn: Loss = tpt_loss, selected: torch.Tensor | None = None,
+    top: float, loss_fn: Loss = tpt_loss, loss_for: Callable[[torch.Tensor], Loss] | None = None,
 ) -> tuple[list[float], torch.Tensor]:
     """`steps` AdamW steps on the learner's parameters, from a fresh optimiser and loss scaler (so
     nothing of one sample's tuning reaches the next), on `loss_fn` of the confident views. The
     confident views are chosen once, from the first forward, and kept for every later step, as TPT's
-    test_time_tuning does (or given, by a method that chose them first). Text features are computed in
-    the run's precision, logits and loss in fp32. Returns the loss before each step and the chosen views."""
+    test_time_tuning does; `loss_for`, if given, makes the loss from them (a loss that needs to know
+    which views were chosen, as RLCF's rewards). Text features are computed in the run's precision,
+    logits and loss in fp32. Returns the loss before each step and the chosen views."""
     device, precision = teacher.device, teacher.config.precision
     optimizer = torch.optim.AdamW(list(learner.parameters()), lr=lr, weight_decay=weight_decay)
     scaler = grad_scaler(device, precision)
     features = features.float()
+    selected: torch.Tensor | None = None
     losses = []
     for _ in range(steps):
         with autocast(device, precision):
@@ -119,6 +121,7 @@ def tune(
         logits = teacher.logit_scale * features @ text.T
         if selected is None:
             selected = confident_views(logits, top)
+            loss_fn = loss_for(selected) if loss_for is not None else loss_fn
         loss = loss_fn(logits[selected], text)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

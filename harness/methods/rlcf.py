@@ -5,7 +5,6 @@ less the mean over the view's k classes; the loss is the mean of reward x cross-
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -14,11 +13,10 @@ import torch.nn.functional as F
 from harness.config import TeacherConfig
 from harness.methods.base import Outcome, SampleInput
 from harness.methods.configs import RlcfConfig
-from harness.methods.episodic import confident_views, normalisation, prompt_templates, scored
+from harness.methods.episodic import normalisation, prompt_templates
 from harness.methods.prompt import Loss, tune
 from harness.methods.tpt import TptMethod
 from harness.models.teacher import Teacher, load_teacher, meta_teacher
-from harness.precision import autocast
 from tasks.base import Task
 
 
@@ -66,29 +64,22 @@ class RlcfMethod(TptMethod):
         return F.normalize(reward.encode_images(pixels), dim=-1)
 
     def adapt_views(self, teacher: Teacher, task: Task, sample: SampleInput, views: torch.Tensor) -> Outcome:
-        """The confident views are chosen once, with the initial prompt, as TPT; the reward model sees
-        only them."""
+        """The confident views are chosen once, from the tuning's first forward with the initial prompt,
+        as TPT's; the reward model sees only them."""
         cfg = self.config
         features = F.normalize(torch.cat([sample.teacher_embedding[None], self.encode(teacher, views)]), dim=-1)
         learner = self.learner(teacher, task)
         learner.reset()
-        with torch.no_grad(), autocast(teacher.device, teacher.config.precision):
-            text = learner()
-        selected = confident_views(teacher.logit_scale * features.float() @ text.float().T, cfg.top)
         pixels = torch.cat([teacher.preprocess(sample.image)[None], views]).to(teacher.device)
         reward = self.reward_teacher(teacher)
-        loss = reinforce_loss(self.reward_views(teacher, reward, pixels[selected]),
-                              reward.classifier(task.classnames, prompt_templates(cfg.ctx_init)),
-                              min(cfg.sample_k, len(task.classnames)), cfg.reward_weight)
-        losses, _ = tune(learner, features, teacher, cfg.steps, cfg.lr, cfg.weight_decay, cfg.top, loss, selected)
-        with torch.no_grad():
-            logits = self.predict(teacher, learner, features)
-        learner.reset()
-        n_templates, label = self.prompt_label(task)
-        extra = dict(n_templates=n_templates, template_set=label, steps=len(losses), losses=tuple(losses))
-        if not (all(math.isfinite(v) for v in losses) and bool(torch.isfinite(logits).all())):
-            return Outcome(None, error="non-finite rlcf loss", **extra)
-        return scored(logits, **extra)
+        reward_text = reward.classifier(task.classnames, prompt_templates(cfg.ctx_init))
+
+        def loss_for(selected: torch.Tensor) -> Loss:  # the reward model sees only the confident views
+            return reinforce_loss(self.reward_views(teacher, reward, pixels[selected]), reward_text,
+                                  min(cfg.sample_k, len(task.classnames)), cfg.reward_weight)
+
+        losses, _ = tune(learner, features, teacher, cfg.steps, cfg.lr, cfg.weight_decay, cfg.top, loss_for=loss_for)
+        return self.conclude(teacher, task, learner, features, losses)
 
     def adapt_flops(self, teacher: Teacher, task: Task) -> int:
         """TPT's (each step's text forward and backward, the prediction) and the reward model's forward

@@ -6,7 +6,6 @@ what it learns, and nothing else."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 from harness.flops import count_flops
 from harness.methods.base import Outcome, SampleInput
 from harness.methods.configs import TptConfig
-from harness.methods.episodic import ViewMethod, scored
+from harness.methods.episodic import ViewMethod, tuned_outcome
 from harness.methods.prompt import Loss, PromptLearner, tpt_loss, tune
 from harness.models.teacher import Teacher
 from harness.precision import autocast
@@ -72,14 +71,16 @@ class TptMethod(ViewMethod):
         learner = self.learner(teacher, task)
         learner.reset()
         losses, _ = self._tune(learner, features, teacher, task, self.config.steps)
+        return self.conclude(teacher, task, learner, features, losses)
+
+    def conclude(self, teacher: Teacher, task: Task, learner: torch.nn.Module, features: torch.Tensor,
+                 losses: list[float]) -> Outcome:
+        """Predict with the tuned learner, then reset it: nothing of this sample stays behind."""
         with torch.no_grad():
             logits = self.predict(teacher, learner, features)
-        learner.reset()  # nothing of this sample stays behind
+        learner.reset()
         n_templates, label = self.prompt_label(task)
-        extra = dict(n_templates=n_templates, template_set=label, steps=len(losses), losses=tuple(losses))
-        if not (all(math.isfinite(v) for v in losses) and bool(torch.isfinite(logits).all())):
-            return Outcome(None, error=f"non-finite {self.name} loss", **extra)
-        return scored(logits, **extra)
+        return tuned_outcome(self.name, logits, losses, n_templates=n_templates, template_set=label)
 
 
 def tpt(settings: TptConfig) -> TptMethod:

@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 from harness.flops import count_flops
 from harness.methods.base import Outcome, SampleInput
 from harness.methods.configs import TtlConfig
-from harness.methods.episodic import ViewMethod, scored, view_entropy
+from harness.methods.episodic import ViewMethod, tuned_outcome, view_entropy
 from harness.models.teacher import Teacher
 from harness.precision import autocast, grad_scaler
 from tasks.base import Task
@@ -141,10 +141,7 @@ class TtlMethod(ViewMethod):
             logits = teacher.logit_scale * self._embed(teacher, lora, pixels[:1])[0] @ classifier
         lora.reset()  # nothing of this sample stays behind
         values = torch.stack(losses).tolist() if losses else []
-        extra = dict(n_templates=1, template_set=self.templates(task).name, steps=len(values), losses=tuple(values))
-        if not (all(math.isfinite(v) for v in values) and bool(torch.isfinite(logits).all())):
-            return Outcome(None, error="non-finite ttl loss", **extra)
-        return scored(logits, **extra)
+        return tuned_outcome(self.name, logits, values, n_templates=1, template_set=self.templates(task).name)
 
     def flops(self, teacher: Teacher, task: Task) -> int:
         """Per sample: the shared teacher forward of view 0, each step's forward and backward of every
