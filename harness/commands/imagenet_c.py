@@ -62,7 +62,7 @@ def run_build(val: FolderTask, work: Work, out: Path, address: str | None, progr
 
     from harness import interrupts
     from harness.config import ExecConfig
-    from harness.engine.runner import ray_session
+    from harness.engine.cluster import ray_session
 
     totals: dict[str, Any] = {"written": 0, "skipped": 0, "decoded": 0, "cpu": 0.0, "failed": []}
     with ray_session(ExecConfig(address=address)):

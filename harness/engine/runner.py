@@ -6,13 +6,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import ipaddress
 import json
 import logging
-import os
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -22,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import interrupts, rundir, store
 from harness.config import ExecConfig, RunConfig
+from harness.engine.cluster import ray_session
 from harness.engine.dispatch import DispatchResult, dispatch, worker_failure
 from harness.engine.pool import PoolPlan, device_type, plan_pool
 from harness.engine.shards import Shard, plan_shards, slug
@@ -144,75 +141,6 @@ def open_run_dir(run_dir: Path, config: RunConfig, execution: ExecConfig, shards
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _is_loopback(address: str) -> bool:
-    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@contextlib.contextmanager
-def ray_session(execution: ExecConfig) -> Iterator[None]:
-    """Join the cluster at --address, reuse one already initialised, or start a local one on 127.0.0.1."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not execution.address or _is_loopback(execution.address):
-        # read when ray is imported: a local instance then binds every service to the loopback
-        # address, and a driver joining a loopback cluster does not swap 127.0.0.1 for a public IP
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if not execution.address:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for local instances, said explicitly
-    # Ray's C++ core otherwise prints a stack dump on SIGTERM before our handler stops the run cleanly
-    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
-    try:
-        try:
-            if execution.address:
-                _join(ray, execution.address)
-            else:
-                cpus = max(os.cpu_count() or 1, (execution.workers or 1) * execution.threads_per_worker)
-                ray.init(
-                    address="local",
-                    num_cpus=cpus,
-                    include_dashboard=False,
-                    _node_ip_address="127.0.0.1",
-                    log_to_driver=False,
-                    logging_level=logging.WARNING,
-                )
-        except SystemExit as exc:  # SIGTERM met the handler ray.init installs (sys.exit(signum)) before ours was back
-            if exc.code != signal.SIGTERM:
-                raise
-            raise KeyboardInterrupt from None
-        interrupts.install()  # ray.init put its own SIGTERM handler in, which aborts the process
-        interrupts.check()  # a signal that came while Ray started
-        yield
-    finally:
-        try:
-            with interrupts.deferred():  # also after an interrupt inside ray.init: no Ray process left behind
-                ray.shutdown()
-        finally:
-            for sig, handler in previous.items():  # the caller's handlers, once Ray is down
-                signal.signal(sig, handler)
-
-
-def _join(ray, address: str) -> None:  # noqa: ANN001 - the ray module, imported by the caller
-    try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
-        cause = exc.__cause__ or exc
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1][:300]
-        raise HarnessError(
-            f"cannot join the Ray cluster at --address {address}: {first} "
-            "(a cluster with token auth needs RAY_AUTH_MODE=token and its token)"
-        ) from None
 
 
 def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = None) -> RunSummary:
