@@ -14,11 +14,12 @@ from typing import Annotated, Optional
 import typer
 
 from harness.commands import figures, imagenet_c, listing, teacher
-from harness.commands.common import INTERRUPTED, DataRoot, interruptible, split_values
+from harness.commands.common import INTERRUPTED, DataRoot, echo, interruptible, split_values
 from harness.commands.run_file import read_settings_tables, use_run_file
 from harness.config import DataConfig, ExecConfig, RunConfig, TeacherConfig
 from harness.errors import HarnessError, Interrupted
 from harness.methods import METHODS
+from harness.text import terminal_safe
 from tasks.registry import TASKS
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
@@ -79,6 +80,7 @@ def run(
     Every argument and every task's data is checked first, and all problems are reported at once."""
     from harness.config import DEVICES, PRECISIONS
     from harness.engine.prepare import check, missing_work, resume_config
+    from harness import rundir
     from harness.errors import Problems, collect
     from harness import settings
     from tasks.registry import SOURCES, SUITES
@@ -94,7 +96,11 @@ def run(
         if suite or task or method or set_:
             problems.append("--resume takes tasks, methods and settings from the run's manifest; "
                             "drop --suite/--task/--method/--set")
+        if resume.name in ("", ".", ".."):  # `results/..`: the folder it means, by name
+            resume = Path(os.path.abspath(resume))
         out_root, run_id = resume.parent, resume.name
+    elif run_id is not None:
+        collect(problems, rundir.run_path, out_root, run_id)
     chosen = collect(problems, SUITES.get, suite) if suite else None
     one_of("precision", precision, PRECISIONS)
     one_of("device", device, DEVICES)
@@ -143,32 +149,36 @@ def run(
 
         lines = task_lines(config, tasks)
         runs = [p.parent for p in Path(out_root).glob("*/manifest.json")]
-        typer.echo(render(config, lines, cost_lines(config, lines, tasks, runs, device_tflops)))
+        echo(render(config, lines, cost_lines(config, lines, tasks, runs, device_tflops)))
         return
     from harness.engine.runner import run as run_engine  # torch, open_clip, Ray: only for a run that can start
 
     summary = run_engine(config, execution, tasks)
     for line in summary.repaired:
-        typer.echo(f"re-ran the shards of {line}", err=True)
+        echo(f"set aside in quarantine/: {line}", err=True)
+    if summary.rerun:
+        echo(f"ran again the {summary.rerun} shard(s) only those files held", err=True)
+    if summary.capped:
+        echo(f"note: {summary.capped}", err=True)
     if summary.unplaced:
-        typer.echo(f"note: {summary.unplaced} worker(s) were never placed (the cluster's GPUs or CPUs were taken); "
-                   "the others ran every shard", err=True)
-    typer.echo(
+        echo(f"note: {summary.unplaced} worker(s) were never placed (the cluster's GPUs or CPUs were taken); "
+             "the others ran every shard", err=True)
+    echo(
         f"{summary.run_dir}: {summary.shards_done}/{summary.shards_total} shards, {summary.samples} samples, "
         f"{summary.rows_written} rows written, {summary.errors} error rows"
     )
     if summary.failed:
         for shard_id, reason in summary.failed.items():
-            typer.echo(f"failed shard {shard_id}: {reason}", err=True)
-        typer.echo(f"error: {len(summary.failed)} shard(s) failed; retry them with: apm-bench run --resume {summary.run_dir}", err=True)
+            echo(f"failed shard {shard_id}: {reason}", err=True)
+        echo(f"error: {len(summary.failed)} shard(s) failed; retry them with: apm-bench run --resume {summary.run_dir}", err=True)
         raise typer.Exit(3)
     if summary.rows_written and summary.errors == summary.rows_written:  # a wrong folder or weights, not bad images
-        typer.echo(f"error: every row this run wrote is an error row (the first: {summary.first_error})", err=True)
+        echo(f"error: every row this run wrote is an error row (the first: {summary.first_error})", err=True)
         raise typer.Exit(4)
     if config.teacher.pretrained == "none":
-        typer.echo(f"note: the teacher {config.teacher.model} has random weights (--pretrained none): its accuracies are "
-                   "chance; --suite smoke uses a trained one, --pretrained gives real weights")
-    typer.echo(f"next: apm-bench report {summary.run_dir} --format markdown")
+        echo(f"note: the teacher {config.teacher.model} has random weights (--pretrained none): its accuracies are "
+             "chance; --suite smoke uses a trained one, --pretrained gives real weights")
+    echo(f"next: apm-bench report {summary.run_dir} --format markdown")
 
 
 @app.command()
@@ -201,11 +211,11 @@ def report(
         TABLES.get(table), PAPER_FORMATS.get(format)  # unknown names fail before any file is read
     read = read_report_input(list(dict.fromkeys(run_dirs or [])), out_root, allow_incomplete)
     if table is None:
-        typer.echo(renderer(read.rows, seed, resamples))
+        echo(renderer(read.rows, seed, resamples))
         for note in read.notes:
-            typer.echo(f"note: {note}", err=True)
+            echo(f"note: {note}", err=True)
     else:
-        typer.echo(render_table(read.rows, table, format, reference, seed, resamples, read.notes))
+        echo(render_table(read.rows, table, format, reference, seed, resamples, read.notes))
 
 
 for module in (figures, imagenet_c, listing, teacher):
@@ -234,7 +244,7 @@ app.command("plan")(_plan_command())
 def _stop(message: str, code: int) -> None:
     """Leave at once after an interrupt: what was finished is on disk and Ray is shut down, while the
     interpreter's own teardown (torch and Ray threads stopped mid-work) has been seen to crash."""
-    typer.echo(message, err=True)
+    echo(message, err=True)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -253,8 +263,8 @@ def main() -> None:
     except Interrupted as exc:
         _stop(str(exc), exc.exit_code)
     except HarnessError as exc:
-        for line in str(exc).splitlines():
-            typer.echo(f"error: {line}", err=True)
+        for line in terminal_safe(str(exc)).splitlines():  # escaped first: \x0c, \x1c, \x85 split lines too
+            echo(f"error: {line}", err=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):  # while the parser ran: no command had started
         _stop(INTERRUPTED, 130)
@@ -265,7 +275,7 @@ def main() -> None:
         ctx = getattr(exc, "ctx", None)
         command = ctx.command_path if ctx is not None else "apm-bench"
         if exc.format_message():  # empty when the parser has just printed the help
-            typer.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
+            echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
         sys.exit(getattr(exc, "exit_code", 2) or 2)
     sys.exit(code or 0)
 

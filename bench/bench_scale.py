@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import rundir, store  # noqa: E402
+from harness import resultfiles, rundir, store# noqa: E402
 from tasks.finegrained import FINE_GRAINED  # noqa: E402
 from tasks.imagenet import NATURAL_SHIFT  # noqa: E402
 from tasks.imagenet_c import IMAGENET_C  # noqa: E402
@@ -81,7 +81,7 @@ def write_run(root: Path, rows: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     per_unit = rows / (len(TEACHERS) * len(METHODS) * sum(WEIGHT.values()))
     run_dir = root / f"scale-{rows}"
-    store.write_manifest(run_dir, {"run_id": run_dir.name, "started": "2026-01-01T00:00:00", "finished": "x",
+    rundir.write_manifest(run_dir, {"run_id": run_dir.name, "started": "2026-01-01T00:00:00", "finished": "x",
                                    "fingerprint": "f" * 16,
                                    "config": {"tasks": list(TASKS), "methods": list(METHODS)}})
     pending, count, segment = [], 0, 0
@@ -102,10 +102,10 @@ def write_run(root: Path, rows: int, seed: int = 0) -> Path:
 def _flush(run_dir: Path, tables: list[pa.Table], segment: int) -> int:
     """One segment, written and recorded as a finished run leaves it (so the report verifies it too)."""
     table = pa.concat_tables(tables)
-    metadata = {rundir.SEGMENT_KEY: f'["s-{segment:05d}"]'.encode(), rundir.FINGERPRINT_KEY: b"f" * 16}
-    path = rundir.write_parquet_atomic(table, run_dir / rundir.SEGMENTS / f"all.{segment:05d}.parquet", metadata,
-                                       row_group_size=rundir.SEGMENT_ROW_GROUP)
-    rundir.record(run_dir, path, [f"s-{segment:05d}"], table.num_rows, "f" * 16)
+    metadata = {resultfiles.SEGMENT_KEY: f'["s-{segment:05d}"]'.encode(), resultfiles.FINGERPRINT_KEY: b"f" * 16}
+    path = resultfiles.write_parquet_atomic(table, run_dir / rundir.SEGMENTS / f"all.{segment:05d}.parquet", metadata,
+                                       row_group_size=resultfiles.SEGMENT_ROW_GROUP)
+    resultfiles.record(run_dir, path, [f"s-{segment:05d}"], table.num_rows, "f" * 16)
     return segment + 1
 
 
@@ -131,8 +131,8 @@ def measure(command: list[str]) -> tuple[float, float, str]:
 
 def dispatch_overhead(shards: int = 2000) -> float:
     """Driver seconds per shard when the actors do nothing: what the engine adds to each shard."""
-    import ray
-
+    from harness.config import ExecConfig
+    from harness.engine.cluster import ray_session
     from harness.engine.dispatch import dispatch
     from harness.engine.shards import Shard
 
@@ -146,15 +146,14 @@ def dispatch_overhead(shards: int = 2000) -> float:
         def process(self, shard: Shard) -> pa.Table:
             return store.SCHEMA.empty_table()
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
+    with ray_session(ExecConfig()):  # the harness's own local instance: loopback, private token and folders
+        import ray  # after ray_session has set the environment Ray reads when it is imported
+
         actors = [ray.remote(num_cpus=1)(Echo).remote() for _ in range(2)]
         ray.get([a.info.remote() for a in actors])
         start = time.perf_counter()
         dispatch(actors, [Shard(f"t-{i:05d}", "t", ()) for i in range(shards)], lambda shard, table: None)
         return (time.perf_counter() - start) / shards
-    finally:
-        ray.shutdown()
 
 
 def main() -> None:
@@ -169,10 +168,10 @@ def main() -> None:
             start = time.perf_counter()
             run_dir = write_run(Path(tmp), rows)
             written = time.perf_counter() - start
-            actual = sum(pq.ParquetFile(p).metadata.num_rows for p in rundir.row_files(run_dir))
+            actual = sum(pq.ParquetFile(p).metadata.num_rows for p in resultfiles.row_files(run_dir))
             plain = measure([EXE, "report", str(run_dir), "--format", "csv"])
             table = measure([EXE, "report", str(run_dir), "--table", "imagenet-c", "--format", "csv", "--no-reference"])
-            print(f"| {actual:,} | {len(rundir.row_files(run_dir))} | {written:.1f} | {plain[0]:.1f} | {plain[1]:.0f} | "
+            print(f"| {actual:,} | {len(resultfiles.row_files(run_dir))} | {written:.1f} | {plain[0]:.1f} | {plain[1]:.0f} | "
                   f"{table[0]:.1f} | {table[1]:.0f} | {plain[0] / actual * 1e6:.2f} |", flush=True)
             shutil.rmtree(run_dir)
     print(f"driver overhead per shard (2 echo actors, 2,000 shards): {1000 * dispatch_overhead():.2f} ms")

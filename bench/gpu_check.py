@@ -121,10 +121,10 @@ def main() -> None:
         check("apm-bench run of every method on cuda finishes", done.returncode == 0, (done.stderr.strip() or done.stdout.strip())[-500:])
         runs = [p for p in Path(out).iterdir() if p.is_dir()]
         if done.returncode == 0 and len(runs) == 1:
-            from harness import rundir, store
+            from harness import resultfiles
 
-            rows = store.read_rows(runs)
-            verify = rundir.verify(runs[0])
+            rows = resultfiles.read_rows(runs)
+            verify = resultfiles.verify(runs[0])
             check("rows say cuda and fp16", set(rows["device"].str[:4]) == {"cuda"} and set(rows["precision"]) == {"fp16"},
                   f"devices {sorted(set(rows['device']))}, precisions {sorted(set(rows['precision']))}")
             check("the run's files verify", not verify.bad, f"{len(verify.files)} files, bad: {verify.bad}")

@@ -18,10 +18,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, _before_start)
     signal.signal(signal.SIGTERM, _before_start)
     from harness.errors import HarnessError
+    from harness.text import terminal_safe
 
     try:
         from cli import main as cli_main  # its help lists the methods and tasks, plugins' included
     except HarnessError as exc:  # a plugin that cannot be loaded: one line naming it
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {terminal_safe(str(exc))}\n")
         sys.exit(exc.exit_code)
     cli_main()

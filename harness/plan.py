@@ -14,8 +14,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness import rundir, store
+from harness import resultfiles, rundir
 from harness.config import RunConfig
+from harness.errors import HarnessError
 from harness.engine.shards import plan_shards
 from harness.report.rowset import RowSet, in_list
 from tasks.base import Task
@@ -68,12 +69,17 @@ def measured(config: RunConfig, runs: list[Path]) -> dict[str, tuple[int, float,
     """method -> (samples, seconds, flops, device, run dir) from the newest earlier run that matches."""
     wanted = json.loads(json.dumps(config.to_dict(), default=list))
     found: dict[str, tuple] = {}
-    newest_first = sorted(runs, key=lambda d: store.read_manifest(d).get("started", ""), reverse=True)
-    for run_dir in newest_first:
-        earlier = store.read_manifest(run_dir).get("config", {})
+    manifests = {}
+    for run_dir in runs:  # a run that cannot be read tells nothing about cost: skipped
+        try:
+            manifests[run_dir] = rundir.read_manifest(run_dir)
+        except HarnessError:
+            continue
+    for run_dir in sorted(manifests, key=lambda d: str(manifests[d].get("started") or ""), reverse=True):
+        earlier = manifests[run_dir].get("config") or {}
         methods = [m for m in config.methods if m not in found and m in earlier.get("methods", ())
                    and _settings(earlier, m) == _settings(wanted, m)]
-        files = [str(p) for p in rundir.row_files(run_dir)]
+        files = [str(p) for p in resultfiles.verify(run_dir, manifests[run_dir].get("fingerprint"), content=False).files] if methods else []
         if not methods or not files:
             continue
         placeholders, params = in_list(methods)

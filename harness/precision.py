@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-from harness.config import PRECISIONS
+from harness.models.teacher_config import PRECISIONS
 from harness.errors import HarnessError
 
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -1,230 +1,249 @@
-"""A run directory's result files, and which of them can be trusted.
+"""A run directory: its name, its layout, who may create and remove it, and its manifest.
 
-Shards are written one file each as they finish (to a temporary name, then renamed); segments merge
-finished shards into larger files. Every file, once in place, is recorded in `records.jsonl` with its
-shards, row count, sha256 and the run's fingerprint (appended and fsynced; a line cut short by a crash
-is ignored). A shard counts as finished only when a file holding it exists, matches its record and
-belongs to this run: a file truncated by an interrupted copy, emptied, rewritten with rows missing,
-or copied in from another run is found, set aside in `quarantine/` and run again."""
+Everything that touches a run's folder goes through here, so the rules hold in one place:
+- a run id is a name, never a path: one folder under --out-root, of safe characters;
+- a run directory is removed only by the process that created it, proven by identity (the folder's
+  device and inode, and a token written into it when it was made), never by a path test, and only the
+  run's own files in it are deleted, never through a symbolic link;
+- a run's own files and folders (manifest, records, shards, segments, quarantine) are never symbolic
+  links, so nothing written, moved or deleted for the run lands outside it;
+- a manifest is read only if it has the shape this harness writes.
+The result files themselves (shards, segments and their records) are harness.resultfiles'."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import secrets
-import time
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
-
 from harness import interrupts
-from harness.store import SCHEMA
+from harness.errors import HarnessError
 
+MANIFEST = "manifest.json"
+RECORDS = "records.jsonl"
 SHARDS = "shards"
 SEGMENTS = "segments"
 """Finished shards merged into larger files (compact), so 50,000 images leave tens of files, not 47,000."""
-RECORDS = "records.jsonl"
 QUARANTINE = "quarantine"
 """Files that failed verification, kept for inspection, never read."""
-SEGMENT_KEY = b"apm_bench.shards"
-FINGERPRINT_KEY = b"apm_bench.fingerprint"
-SEGMENT_ROW_GROUP = 65_536
+OWNER = ".apm-bench-owner"
+"""Written when a run directory is created, holding a token only the creating process knows."""
+FOLDERS = (SHARDS, SEGMENTS, QUARANTINE)
+FILES = (MANIFEST, RECORDS)
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+RUN_ID_MAX = 100
+RUN_ID_RULE = (f"a run id is one folder name of letters, digits, '.', '_', '+' and '-', starting with a letter or "
+               f"digit, at most {RUN_ID_MAX} characters")
 
 
-@dataclass(frozen=True)
-class FileRecord:
-    path: str
-    """Relative to the run directory."""
-    shards: tuple[str, ...]
-    rows: int
-    sha256: str
-    fingerprint: str
+def check_run_id(run_id: str, flag: str = "--run-id") -> str:
+    """`run_id` if it is a safe new folder name; else one line naming the rule. Names of runs that
+    already exist are checked with `check_existing_name` instead (older runs may hold other characters)."""
+    shown = run_id if len(run_id) <= 40 else f"{run_id[:40]}... ({len(run_id)} characters)"
+    if len(run_id) > RUN_ID_MAX or not RUN_ID.fullmatch(run_id):
+        raise HarnessError(f"{flag} {shown!r}: {RUN_ID_RULE}")
+    return run_id
 
 
-@dataclass(frozen=True)
-class Verdict:
-    files: tuple[Path, ...]
-    """Verified files, together holding each finished row once."""
-    shards: frozenset[str]
-    """Finished shards (in a verified file)."""
-    bad: tuple[tuple[Path, str], ...]
-    """Files that failed, each with a one-line reason."""
+def check_existing_name(name: str, flag: str = "--run-id") -> str:
+    """A folder name at least: one path component, not `.` or `..`."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name or (os.altsep and os.altsep in name):
+        raise HarnessError(f"{flag} {name[:40]!r}: {RUN_ID_RULE}")
+    return name
 
 
-def shard_path(run_dir: Path, shard_id: str) -> Path:
-    return run_dir / SHARDS / f"{shard_id}.parquet"
-
-
-def write_parquet_atomic(table: pa.Table, final: Path, metadata: dict[bytes, bytes], **options: Any) -> Path:
-    """Write beside `final` under a temporary name, then rename over it; no temporary file survives a
-    failure, and a Ctrl-C that comes meanwhile takes effect once the file is whole (or removed). Mode
-    0o666 less the umask (not mkstemp's 0600): others on a shared cluster can read it."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(final.parent / f".{final.stem}.{secrets.token_hex(8)}.tmp")
-    with interrupts.deferred():
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # O_EXCL: never another's file
-        try:
-            pq.write_table(table.replace_schema_metadata(metadata), tmp, **options)
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return final
-
-
-def write_shard(run_dir: Path, shard_id: str, table: pa.Table, fingerprint: str) -> Path:
-    with interrupts.deferred():  # a shard on disk is a recorded shard
-        path = write_parquet_atomic(table, shard_path(run_dir, shard_id), {FINGERPRINT_KEY: fingerprint.encode()})
-        record(run_dir, path, [shard_id], table.num_rows, fingerprint)
+def run_path(out_root: Path, run_id: str, flag: str = "--run-id") -> Path:
+    """The run directory `run_id` names under `out_root`: an existing run keeps its name, a new one must
+    follow the rule."""
+    path = Path(out_root) / check_existing_name(run_id, flag)
+    if not (path / MANIFEST).exists():
+        check_run_id(run_id, flag)
     return path
 
 
-def compact(run_dir: Path, shard_ids: list[str], prefix: str, fingerprint: str) -> Path:
-    """Merge finished shards into one segment and delete them. The segment is renamed into place and
-    recorded before any shard is deleted, so a compaction cut short at any point loses nothing and
-    counts nothing twice (a verified segment's shards are skipped in their own files)."""
-    paths = [shard_path(run_dir, shard) for shard in shard_ids]
-    table = ds.dataset([str(p) for p in paths], schema=SCHEMA, format="parquet").to_table()
-    metadata = {SEGMENT_KEY: json.dumps(sorted(shard_ids)).encode(), FINGERPRINT_KEY: fingerprint.encode()}
-    segment = write_parquet_atomic(table, run_dir / SEGMENTS / f"{prefix}.{secrets.token_hex(6)}.parquet", metadata,
-                                   row_group_size=SEGMENT_ROW_GROUP)
-    record(run_dir, segment, shard_ids, table.num_rows, fingerprint)
-    for path in paths:
-        path.unlink(missing_ok=True)
-    return segment
+@dataclass(frozen=True)
+class Claim:
+    """Proof that this process created a run directory: what a cleanup must find before it removes one."""
+
+    path: Path
+    device: int
+    inode: int
+    token: str
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def record(run_dir: Path, path: Path, shards: list[str], rows: int, fingerprint: str) -> None:
-    """Append the file's record and fsync. A line cut short (a crash, a full disk) is skipped by
-    `records`; the next append starts on a line of its own."""
-    line = json.dumps({"path": path.relative_to(run_dir).as_posix(), "shards": sorted(shards), "rows": rows,
-                       "sha256": sha256_file(path), "fingerprint": fingerprint})
-    target = run_dir / RECORDS
-    with open(target, "a+b") as fh:
-        fh.seek(0, os.SEEK_END)
-        if fh.tell():
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
-        fh.write(line.encode() + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def records(run_dir: Path) -> dict[str, FileRecord]:
-    """path -> its latest record."""
-    found: dict[str, FileRecord] = {}
-    try:
-        text = (run_dir / RECORDS).read_text(errors="replace")
-    except FileNotFoundError:
-        return found
-    for line in text.splitlines():
+def claim_new(run_dir: Path) -> Claim | None:
+    """Create `run_dir` (and its parents) for this process and mark it as ours; None when it exists
+    already (someone's: never ours to remove). A signal meanwhile waits until the claim is whole."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with interrupts.deferred():
         try:
-            data = json.loads(line)
-            found[data["path"]] = FileRecord(data["path"], tuple(data["shards"]), int(data["rows"]), data["sha256"],
-                                             data["fingerprint"])
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short
-    return found
+            os.mkdir(run_dir)
+        except FileExistsError:
+            return None
+        token = secrets.token_hex(16)
+        fd = os.open(run_dir / OWNER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token)
+        info = os.lstat(run_dir)
+        return Claim(run_dir, info.st_dev, info.st_ino, token)
 
 
-def _files(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / SEGMENTS).glob("*.parquet")) + sorted((run_dir / SHARDS).glob("*.parquet"))
+def claim_fresh(out_root: Path, base: str) -> Claim:
+    """A new run directory named `base`, or `base-2`, `base-3`, ... if that is taken."""
+    for n in range(1, 1000):
+        claim = claim_new(Path(out_root) / (base if n == 1 else f"{base}-{n}"))
+        if claim is not None:
+            return claim
+    raise HarnessError(f"{out_root}: no free run directory name like {base}")
 
 
-def check(path: Path, rec: FileRecord | None, fingerprint: str | None, recorded: bool) -> str | None:
-    """Why `path` cannot be trusted, in one line; None when it can. Runs written before records
-    existed (`recorded` False) are checked for readability and origin only."""
-    size = path.stat().st_size
-    if size == 0:
-        return "empty file (0 bytes)"
+def release(claim: Claim) -> bool:
+    """Remove the run directory `claim` proves this process created, if it still is that directory:
+    the run's own files in it are deleted (never a symbolic link's target), then the folder if that
+    leaves it empty. Anything else found in it is left, and with it the folder. True if removed."""
     try:
-        meta = pq.read_metadata(path)
-    except (OSError, pa.ArrowException):
-        return f"not a readable Parquet file ({size} bytes; cut short?)"
-    origin = (meta.metadata or {}).get(FINGERPRINT_KEY)
-    if fingerprint and origin and origin.decode() != fingerprint:
-        return f"from another run (fingerprint {origin.decode()}, this run {fingerprint})"
-    if not recorded:
+        fd = os.open(claim.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False  # gone, replaced by a symbolic link, or not a folder any more: not ours
+    try:
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != (claim.device, claim.inode) or _token(fd) != claim.token:
+            return False
+        for name in os.listdir(fd):
+            if name in FOLDERS:
+                _remove_own_folder(fd, name)
+            elif name in (*FILES, OWNER) or _is_temporary(name):
+                _unlink(fd, name)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(claim.path)
+    except OSError:
+        return False
+    return True
+
+
+def _token(dir_fd: int) -> str | None:
+    try:
+        fd = os.open(OWNER, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
         return None
-    if rec is None:
-        return "not recorded as finished (cut short before it was recorded, or copied in)"
-    if meta.num_rows != rec.rows:
-        return f"{meta.num_rows} rows, {rec.rows} recorded"
-    if sha256_file(path) != rec.sha256:
-        return "content differs from its recorded sha256 (changed or damaged)"
+    with os.fdopen(fd) as fh:
+        return fh.read(64)
+
+
+def _remove_own_folder(dir_fd: int, name: str) -> None:
+    """A run folder's result and temporary files, then the folder if empty; a link is never followed."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        for entry in os.listdir(fd):
+            if entry.endswith(".parquet") or _is_temporary(entry):
+                _unlink(fd, entry)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def _unlink(dir_fd: int, name: str) -> None:
+    """Unlink a file or link (never a folder) in the folder `dir_fd`."""
+    try:
+        if not stat.S_ISDIR(os.lstat(name, dir_fd=dir_fd).st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def check_layout(run_dir: Path) -> None:
+    """Refuse, in one line, a run directory whose own files could lead elsewhere: a result folder,
+    the manifest or the records as a symbolic link, a folder where a file belongs or the reverse."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise HarnessError(f"{run_dir} is a file, not a run directory")
+    for name in (*FOLDERS, *FILES):
+        path = run_dir / name
+        if path.is_symlink():
+            raise HarnessError(f"{path} is a symbolic link (to {os.readlink(path)}); a run's own files and folders "
+                               "must lie inside its directory, so this run is not touched")
+        if name in FOLDERS and path.exists() and not path.is_dir():
+            raise HarnessError(f"{path} is a file, where the run keeps a folder")
+        if name in FILES and path.exists() and not path.is_file():
+            raise HarnessError(f"{path} is not a regular file")
+
+
+MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "fingerprint": (str,), "config": (dict,), "execution": (dict,), "versions": (dict,),
+    "code_version": (str,), "started": (str,), "finished": (str, type(None)), "failed_shards": (dict,),
+    "shards_total": (int, type(None)), "samples_total": (int, type(None)), "layout": (int,),
+}
+"""The manifest's fields and the JSON types they may hold (any may be missing in an older run)."""
+CONFIG_FIELDS: dict[str, tuple[type, ...]] = {"tasks": (list,), "methods": (list,), "teacher": (dict,),
+                                              "settings": (dict,), "data": (dict,), "seed": (int,)}
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Atomic (a temporary file renamed over the old one), with the mode 0o666 less the umask; no
+    temporary file survives a failure, and a signal meanwhile waits until the file is whole."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = str(run_dir / f".manifest.{secrets.token_hex(8)}.tmp")
+    with interrupts.deferred():
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(manifest, fh, indent=2, sort_keys=True, default=str)
+            os.replace(tmp, run_dir / MANIFEST)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest, after its layout is checked; one line for anything that is not one."""
+    check_layout(run_dir)
+    path = run_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        what = "no such folder" if not run_dir.exists() else f"no {MANIFEST}"
+        raise HarnessError(f"not a run directory ({what}): {run_dir}") from None
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise HarnessError(f"{path} is not an apm-bench manifest: not JSON ({exc})") from None
+    problem = _shape_problem(manifest)
+    if problem:
+        raise HarnessError(f"{path} is not an apm-bench manifest: {problem}")
+    return manifest
+
+
+def _shape_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return f"a JSON {_json_type(manifest)}, not an object"
+    for fields, where, data in ((MANIFEST_FIELDS, "", manifest), (CONFIG_FIELDS, "config.", manifest.get("config") or {})):
+        for key, kinds in fields.items():
+            value = data.get(key)
+            if key in data and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+                return f"{where}{key} is a JSON {_json_type(value)}"
+    teacher = (manifest.get("config") or {}).get("teacher") or {}
+    if any(not isinstance(teacher.get(k, ""), str) for k in ("model", "pretrained")):
+        return "config.teacher names no model and pretrained weights"
     return None
 
 
-def verify(run_dir: Path, fingerprint: str | None = None) -> Verdict:
-    """Check every result file of the run (a full read of each: its sha256)."""
-    recorded = (run_dir / RECORDS).exists()
-    recs = records(run_dir)
-    good, bad = [], []
-    for path in _files(run_dir):
-        reason = check(path, recs.get(path.relative_to(run_dir).as_posix()), fingerprint, recorded)
-        (bad.append((path, reason)) if reason else good.append(path))
-    segments = [p for p in good if p.parent.name == SEGMENTS]
-    covered = {s for p in segments for s in _shards_of(run_dir, p, recs)}
-    loose = [p for p in good if p.parent.name == SHARDS and p.stem not in covered]
-    return Verdict(tuple(segments + loose), frozenset(covered | {p.stem for p in loose}), tuple(bad))
-
-
-def _shards_of(run_dir: Path, segment: Path, recs: dict[str, FileRecord]) -> tuple[str, ...]:
-    rec = recs.get(segment.relative_to(run_dir).as_posix())
-    return rec.shards if rec is not None else segment_shards(segment)
-
-
-def segment_shards(path: Path) -> list[str]:
-    """The shard ids a segment file holds, from its footer's metadata (no row is read); none for a
-    file whose footer cannot be read (verify says why)."""
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-        return json.loads(metadata.get(SEGMENT_KEY, b"[]"))
-    except (OSError, ValueError, pa.ArrowException):
-        return []
-
-
-def quarantine(run_dir: Path, bad: tuple[tuple[Path, str], ...]) -> None:
-    """Move files that failed verification aside (kept for inspection, never read again)."""
-    for path, _ in bad:
-        target = run_dir / QUARANTINE / f"{path.parent.name}-{path.name}.{int(time.time())}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
-
-
-def tidy(run_dir: Path, verdict: Verdict) -> None:
-    """Delete what a cut-short run may leave: shard files a verified segment already holds, and
-    temporary files of writes that never finished (a process killed mid-write)."""
-    for path in (run_dir / SHARDS).glob("*.parquet"):
-        if path.stem in verdict.shards and path not in verdict.files:
-            path.unlink(missing_ok=True)
-    for folder in (run_dir, run_dir / SHARDS, run_dir / SEGMENTS):
-        for tmp in folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
-def row_files(run_dir: Path) -> list[Path]:
-    """The result files, each row once, without verifying them (cheap: for progress and listings)."""
-    segments = sorted((run_dir / SEGMENTS).glob("*.parquet"))
-    covered = {s for p in segments for s in segment_shards(p)}
-    return segments + [p for p in sorted((run_dir / SHARDS).glob("*.parquet")) if p.stem not in covered]
-
-
-def done_shards(run_dir: Path) -> set[str]:
-    """Finished shards by the files present, without verifying them (cheap: for progress)."""
-    segments = sorted((run_dir / SEGMENTS).glob("*.parquet"))
-    return {p.stem for p in (run_dir / SHARDS).glob("*.parquet")} | {s for p in segments for s in segment_shards(p)}
+def _json_type(value: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")

@@ -1,23 +1,12 @@
-"""The row schema, and a run's manifest. A run directory's result files (shards, segments, their
-records) are harness.rundir's."""
+"""The row schema: one row per (sample, method), with its provenance. Where rows are written and
+read is harness.resultfiles'; the run directory around them is harness.rundir's."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
-
-from harness.errors import HarnessError
-
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -118,41 +107,18 @@ def rows_to_table(rows: list[Row]) -> pa.Table:
     return pa.Table.from_pylist([dataclasses.asdict(r) for r in rows], schema=SCHEMA)
 
 
-def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
-    """Atomic like write_shard, with the same umask-respecting mode; no temporary file survives a failure."""
-    from harness import interrupts
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = str(run_dir / f".manifest.{secrets.token_hex(8)}.tmp")
-    with interrupts.deferred():
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(manifest, fh, indent=2, sort_keys=True, default=str)
-            os.replace(tmp, run_dir / MANIFEST)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+REQUIRED = ("task", "sample_id", "method", "model", "pretrained", "correct", "error")
+"""Columns every result file must hold: what a report pairs and counts by. Files of older versions
+may lack others (read as null)."""
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HarnessError(f"not a run directory (no {MANIFEST}): {run_dir}") from None
-    except json.JSONDecodeError as exc:
-        raise HarnessError(f"unreadable manifest {path}: {exc}") from None
-
-
-def read_rows(run_dirs: list[Path]) -> pd.DataFrame:
-    """Every row of the named runs, in pandas: for tests and small runs (reports query the files with
-    harness.report.rowset instead, in bounded memory)."""
-    from harness import rundir  # it imports this module's schema
-    files = []
-    for run_dir in run_dirs:
-        read_manifest(run_dir)
-        files += [str(p) for p in rundir.row_files(run_dir)]
-    if not files:
-        return SCHEMA.empty_table().to_pandas()
-    return ds.dataset(files, schema=SCHEMA, format="parquet").to_table().to_pandas()
+def schema_problem(schema: pa.Schema) -> str | None:
+    """Why a result file's columns cannot be read as rows, in a few words; None when they can: each
+    column this schema knows has its type, and the required ones are there."""
+    missing = [name for name in REQUIRED if name not in schema.names]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    for field in schema:
+        if field.name in SCHEMA.names and not field.type.equals(SCHEMA.field(field.name).type):
+            return f"column {field.name} is {field.type}, not {SCHEMA.field(field.name).type}"
+    return None

@@ -9,6 +9,7 @@ never on the driver."""
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -64,7 +65,8 @@ def _dataset(snapshot: str, split: str):  # noqa: ANN202 - a datasets.Dataset, i
     files = sorted(str(p) for p in (Path(snapshot) / split).glob("*.tar"))
     if not files:
         raise HarnessError(f"hub snapshot {snapshot} has no {split}/*.tar shards")
-    dataset = load_dataset("webdataset", data_files={split: files}, split=split)
+    # `datasets` reads data_files as patterns: escaped, a cache folder holding `[ ] * ?` names only its own files
+    dataset = load_dataset("webdataset", data_files={split: [glob.escape(f) for f in files]}, split=split)
     for column in IMAGE_COLUMNS:
         if column in dataset.column_names:
             return dataset.cast_column(column, ImageFeature(decode=False)), column

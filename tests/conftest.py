@@ -27,11 +27,15 @@ def teacher():
 
 @pytest.fixture(scope="session")
 def ray_local():
+    """The harness's own local instance (loopback, its private token and session folder), shared by
+    the tests; runs inside it reuse it."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    from harness.config import ExecConfig
+    from harness.engine.cluster import ray_session
+
+    with ray_session(ExecConfig()):
+        yield ray
 
 
 def write_image(path: Path, colour: tuple[int, int, int], size: int = 40, seed: int = 0) -> Path:

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 from matplotlib.lines import Line2D  # noqa: E402
 
-from harness import store  # noqa: E402
+from harness import resultfiles# noqa: E402
 from harness.report import figures  # noqa: E402
 from test_report_tables import make_row, write_run  # noqa: E402
 
@@ -18,7 +18,7 @@ def coincident_rows(tmp_path):
     rows = [make_row(t, m, i, True, seconds=0.02) for m in ("zeroshot", "ensemble") for t in ("synthetic", "other")
             for i in range(4)]
     rows += [make_row("synthetic", "apm", i, i % 2 == 0, seconds=1.0) for i in range(4)]
-    return store.read_rows([write_run(tmp_path, rows)])
+    return resultfiles.read_rows([write_run(tmp_path, rows)])
 
 
 def mean_markers(ax) -> list[Line2D]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import store
+from harness import resultfiles
 
 EXE = shutil.which("apm-bench") or str(Path(sys.executable).parent / "apm-bench")
 
@@ -23,7 +23,7 @@ def test_smoke_run_then_report(tmp_path):
     assert done.returncode == 0, done.stderr
     runs = list((tmp_path / "results").iterdir())
     assert len(runs) == 1 and (runs[0] / "manifest.json").is_file()
-    rows = store.read_rows([runs[0]])
+    rows = resultfiles.read_rows([runs[0]])
     assert len(rows) == 48 * 3 and rows[["sample_id", "method"]].drop_duplicates().shape[0] == 144
     assert rows["error"].isna().all()
     apm = rows[rows["method"] == "apm"]

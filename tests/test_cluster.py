@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import store
+from harness import resultfiles, rundir
 from harness.config import DataConfig, ExecConfig, RunConfig, TeacherConfig
 from harness.engine.prepare import check, pin_weights
 from harness.engine.shards import plan_shards
@@ -288,12 +288,12 @@ def test_a_two_node_cluster_gives_a_local_runs_rows_from_both_nodes(tmp_path):
         assert _listening_off_loopback({p for n in nodes for p in [n.proc.pid, *_descendants(n.proc.pid)]}) == []
 
         cluster, reference = driver / "results" / "cluster", driver / "results" / "local"
-        assert store.read_manifest(cluster)["fingerprint"] == store.read_manifest(reference)["fingerprint"]
+        assert rundir.read_manifest(cluster)["fingerprint"] == rundir.read_manifest(reference)["fingerprint"]
         rows = _rows(cluster)
         assert len(rows) == 20 and rows["error"].isna().all() and not rows.duplicated(["sample_id", "method"]).any()
         pd.testing.assert_frame_equal(rows, _rows(reference), check_exact=True)
 
-        per_worker = store.read_rows([cluster]).groupby("worker").size().to_dict()  # worker = hostname:pid
+        per_worker = resultfiles.read_rows([cluster]).groupby("worker").size().to_dict()  # worker = hostname:pid
         ran_on = {worker: _node_of(int(worker.rsplit(":", 1)[1]), nodes, node_ids) for worker in per_worker}
         assert set(ran_on.values()) == {"head", "worker"}, (ran_on, per_worker)  # rows from actors on both nodes
     finally:

@@ -5,7 +5,7 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from harness import store
+from harness import resultfiles, rundir
 from harness.config import DataConfig, ExecConfig, RunConfig
 from harness.methods.configs import ApmConfig, TptConfig
 from harness.engine.runner import prepare, run
@@ -24,7 +24,7 @@ def _run(tmp_path, workers: int, run_id: str, config: RunConfig = CONFIG):
 
 
 def _results(run_dir):
-    rows = store.read_rows([run_dir])
+    rows = resultfiles.read_rows([run_dir])
     rows = rows.sort_values(["sample_id", "method"])[RESULT_COLUMNS].reset_index(drop=True)
     return rows.assign(top5=rows["top5"].map(list), losses=rows["losses"].map(list))
 
@@ -36,7 +36,7 @@ def test_one_and_two_workers_give_identical_rows(tmp_path, ray_local):
     a, b = _results(one.run_dir), _results(two.run_dir)
     assert len(a) == 72 and a["sample_id"].nunique() == 24
     pd.testing.assert_frame_equal(a, b, check_exact=True)
-    workers = set(store.read_rows([two.run_dir])["worker"])
+    workers = set(resultfiles.read_rows([two.run_dir])["worker"])
     assert len(workers) == 2  # both actors did work
 
 
@@ -46,7 +46,7 @@ def test_local_ray_binds_to_loopback(ray_local):
 
 def test_rerun_skips_finished_shards_and_refuses_another_config(tmp_path, ray_local):
     first = _run(tmp_path, 2, "same")
-    manifest = store.read_manifest(first.run_dir)
+    manifest = rundir.read_manifest(first.run_dir)
     assert manifest["fingerprint"] == dataclasses.replace(prepare(CONFIG)[0], device_type="cpu").fingerprint() and manifest["finished"]
     assert manifest["versions"]["torch"] and manifest["code_version"]
     assert manifest["config"]["task_versions"] == [["synthetic:2", "1"]]
@@ -79,11 +79,11 @@ def test_a_disk_task_with_limit_runs_end_to_end(tmp_path, ray_local):
     execution = ExecConfig(out_root=str(tmp_path / "out"), run_id="v2", workers=2, progress=False,
                            data_root=str(tmp_path / "data"))
     summary = run(config, execution)
-    rows = store.read_rows([summary.run_dir])
+    rows = resultfiles.read_rows([summary.run_dir])
     assert summary.samples == 8 and len(rows) == 8
     assert sorted(rows.groupby("label").size().tolist()) == [2, 2, 2, 2]  # stratified: 2 of each class
     assert set(rows["data_source"]) == {"disk"} and set(rows["task"]) == {"imagenet-v2"}
-    assert store.read_manifest(summary.run_dir)["config"]["data"]["limit"] == 8
+    assert rundir.read_manifest(summary.run_dir)["config"]["data"]["limit"] == 8
 
 
 def test_the_cli_does_not_import_ray_before_the_run_configures_it():

@@ -3,7 +3,7 @@ corruptions at severity 5 alphabetically, an Average over the corruptions only) 
 
 import numpy as np
 
-from harness import store
+from harness import resultfiles
 from harness.report.render import render_table
 from harness.report.tables import CORRUPTIONS, TABLES, load_reference
 from test_report_tables import make_row, write_run
@@ -21,7 +21,7 @@ def table_rows(tmp_path):
     tasks = ["fashion-mnist"] + [f"fashion-mnist-c/{c}/5" for c in CORRUPTIONS]
     rows = [make_row(task, method, i, hit, **TEACHER)
             for method in ("zeroshot", "apm") for k, task in enumerate(tasks) for i, hit in enumerate(outcomes(method, k))]
-    return store.read_rows([write_run(tmp_path, rows)])
+    return resultfiles.read_rows([write_run(tmp_path, rows)])
 
 
 def markdown_table(text: str) -> tuple[list[str], dict[str, list[str]]]:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from harness import store
+from harness import resultfiles
 from harness.config import TeacherConfig
 from harness.methods.configs import ApmConfig
 from harness.errors import HarnessError
@@ -39,7 +39,7 @@ def run_rows(tmp_path):
 
 def test_run_figures_are_pngs_of_the_promised_size(tmp_path):
     run_dir = run_rows(tmp_path)
-    rows = store.read_rows([run_dir])
+    rows = resultfiles.read_rows([run_dir])
     paths = figures.run_figures(rows, tmp_path / "figs")
     assert [p.name for p in paths] == ["accuracy_vs_seconds.png", "ttt_loss.png"]
     empty = figures.run_figures(rows.iloc[:0], tmp_path / "empty")
@@ -49,7 +49,7 @@ def test_run_figures_are_pngs_of_the_promised_size(tmp_path):
 
 
 def test_figures_of_a_run_without_losses_or_rows_still_render(tmp_path):
-    rows = store.read_rows([write_run(tmp_path, [make_row("imagenet", "zeroshot", 0, True)])])
+    rows = resultfiles.read_rows([write_run(tmp_path, [make_row("imagenet", "zeroshot", 0, True)])])
     for path in figures.run_figures(rows, tmp_path / "a"):
         assert_png(path, RUN_PIXELS)
     for path in figures.run_figures(rows.iloc[:0], tmp_path / "b"):

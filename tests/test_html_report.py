@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 from typer.testing import CliRunner
 
-from harness import store
+from harness import resultfiles
 from harness.report.htmldoc import html_document
 from harness.report.render import render, render_table
 from test_report_tables import fixture_rows, write_run
@@ -64,12 +64,12 @@ def test_the_wrapper_escapes_the_title_and_keeps_the_body():
 
 
 def test_plain_pivot_html_is_a_document(tmp_path):
-    rows = store.read_rows([write_run(tmp_path, fixture_rows())])
+    rows = resultfiles.read_rows([write_run(tmp_path, fixture_rows())])
     assert_document(render(rows, "html"), "apm-bench report: method x task", tables=3)  # top-1, top-5, recall
 
 
 def test_paper_table_html_is_a_document(tmp_path):
-    rows = store.read_rows([write_run(tmp_path, fixture_rows())])
+    rows = resultfiles.read_rows([write_run(tmp_path, fixture_rows())])
     text = render_table(rows, "natural-shift", "html")
     assert_document(text, "Table 1: natural distribution shift, top-1 accuracy (%)", tables=3)
     assert '<section class="apm-bench-report">' in text and "<th>ImageNet-A" in text

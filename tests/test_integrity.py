@@ -13,19 +13,21 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from harness import rundir, store
+from harness import resultfiles, rundir
 from harness.config import ExecConfig, RunConfig
 from harness.engine import runner
+from harness.engine.shards import task_key
 from harness.errors import HarnessError, StorageError
 from harness.report.inputs import read_report_input
 
+SHARD = task_key("synthetic:2")
 CONFIG = RunConfig(tasks=("synthetic:2",), methods=("zeroshot", "ensemble"), shard_size=3)  # 24 samples, 8 shards
 RESULT = ["task", "sample_id", "method", "prediction", "top5", "confidence", "seed", "error"]
 DAMAGE = {  # shard -> (what happens to its file, the reason verify gives)
-    "synthetic_2-00001": ("truncated", "not a readable Parquet file"),  # an interrupted copy
-    "synthetic_2-00002": ("zero-byte", "empty file (0 bytes)"),
-    "synthetic_2-00004": ("rows-missing", "5 rows, 6 recorded"),  # a valid Parquet file, footer and all
-    "synthetic_2-00006": ("other-run", "from another run"),  # the same shard of another run, copied in
+    f"{SHARD}-00001": ("truncated", "not a readable Parquet file"),  # an interrupted copy
+    f"{SHARD}-00002": ("zero-byte", "empty file (0 bytes)"),
+    f"{SHARD}-00004": ("rows-missing", "5 rows, 6 recorded"),  # a valid Parquet file, footer and all
+    f"{SHARD}-00006": ("other-run", "from another run"),  # the same shard of another run, copied in
 }
 
 
@@ -34,12 +36,12 @@ def _run(root, run_id, config=CONFIG):
 
 
 def _resume(run_dir):
-    return runner.run(RunConfig.from_dict(store.read_manifest(run_dir)["config"]),
+    return runner.run(RunConfig.from_dict(rundir.read_manifest(run_dir)["config"]),
                       ExecConfig(out_root=str(run_dir.parent), run_id=run_dir.name, workers=1, progress=False))
 
 
 def _rows(run_dir) -> pd.DataFrame:
-    rows = store.read_rows([run_dir]).sort_values(["sample_id", "method"]).reset_index(drop=True)
+    rows = resultfiles.read_rows([run_dir]).sort_values(["sample_id", "method"]).reset_index(drop=True)
     return rows[RESULT].assign(top5=rows["top5"].map(list))
 
 
@@ -66,7 +68,7 @@ def _damage(path, kind):
         table = pq.read_table(path)
         other = table.set_column(table.schema.get_field_index("fingerprint"), "fingerprint",
                                  pa.array(["0" * 16] * table.num_rows))
-        pq.write_table(other.replace_schema_metadata({rundir.FINGERPRINT_KEY: b"0" * 16}), path)
+        pq.write_table(other.replace_schema_metadata({resultfiles.FINGERPRINT_KEY: b"0" * 16}), path)
 
 
 def test_damaged_shards_are_found_refused_and_repaired(tmp_path, reference, monkeypatch):
@@ -75,21 +77,26 @@ def test_damaged_shards_are_found_refused_and_repaired(tmp_path, reference, monk
     monkeypatch.undo()
     run_dir = tmp_path / "run"
     for shard, (kind, _) in DAMAGE.items():
-        _damage(rundir.shard_path(run_dir, shard), kind)
-    verdict = rundir.verify(run_dir, store.read_manifest(run_dir)["fingerprint"])
-    assert {p.stem: r.split(" (")[0] for p, r in verdict.bad} == {s: r.split(" (")[0] for s, (_, r) in DAMAGE.items()}
+        _damage(resultfiles.shard_path(run_dir, shard), kind)
+    stray = run_dir / rundir.SHARDS / "zz-stray.parquet"  # a file no shard of the run is in: set aside, nothing re-run
+    shutil.copy(resultfiles.shard_path(run_dir, f"{SHARD}-00000"), stray)
+    verdict = resultfiles.verify(run_dir, rundir.read_manifest(run_dir)["fingerprint"])
+    assert {p.stem: r.split(" (")[0] for p, r in verdict.bad} == {
+        **{s: r.split(" (")[0] for s, (_, r) in DAMAGE.items()}, "zz-stray": "not recorded as finished"}
     assert verdict.shards.isdisjoint(DAMAGE) and len(verdict.shards) == 4
-    first = rundir.shard_path(run_dir, "synthetic_2-00001")
+    first = resultfiles.shard_path(run_dir, f"{SHARD}-00001")
     with pytest.raises(HarnessError, match=re.escape(f"{first}: not a readable Parquet file") + ".*"
-                       + re.escape(f"(and 3 more file(s)); repair it with: apm-bench run --resume {run_dir}")):
+                       + re.escape(f"(and 4 more file(s)); repair it with: apm-bench run --resume {run_dir}")):
         read_report_input([run_dir], tmp_path)
     notes = read_report_input([run_dir], tmp_path, allow_incomplete=True).notes
-    assert any(n.startswith(f"INCOMPLETE: {run_dir} has 4 result file(s)") for n in notes)
+    assert any(n.startswith(f"INCOMPLETE: {run_dir} has 5 result file(s)") for n in notes)
     summary = _resume(run_dir)
-    assert sorted(line.split(":")[0] for line in summary.repaired) == [f"shards/{s}.parquet" for s in DAMAGE]
-    assert summary.rows_written == 4 * 6 and not rundir.verify(run_dir).bad  # 4 shards x 3 samples x 2 methods
+    assert sorted(line.split(":")[0] for line in summary.repaired) == sorted(
+        [f"shards/{s}.parquet" for s in DAMAGE] + ["shards/zz-stray.parquet"])
+    assert summary.rerun == 4 and summary.rows_written == 4 * 6  # 4 shards x 3 samples x 2 methods
+    assert not resultfiles.verify(run_dir).bad
     pd.testing.assert_frame_equal(_rows(run_dir), reference[1], check_exact=True)
-    assert len(list((run_dir / rundir.QUARANTINE).iterdir())) == 4  # kept for inspection, never read
+    assert len(list((run_dir / rundir.QUARANTINE).iterdir())) == 5  # kept for inspection, never read
 
 
 def test_a_damaged_segment_is_run_again(tmp_path, reference):
@@ -118,26 +125,26 @@ def _full_disk_on(monkeypatch, module, name, call):
 
 
 def test_a_full_disk_during_a_shard_write_stops_with_one_line(tmp_path, reference, monkeypatch):
-    _full_disk_on(monkeypatch, rundir.pq, "write_table", 3)
+    _full_disk_on(monkeypatch, resultfiles.pq, "write_table", 3)
     with pytest.raises(StorageError) as stopped:
         _run(tmp_path, "run")
     message = str(stopped.value)
     run_dir = tmp_path / "run"
     assert "\n" not in message and "No space left on device" in message
     assert "the 2/8 finished shards are kept" in message and f"apm-bench run --resume {run_dir}" in message
-    assert _leftovers(run_dir) == [] and len(rundir.verify(run_dir).shards) == 2
+    assert _leftovers(run_dir) == [] and len(resultfiles.verify(run_dir).shards) == 2
     monkeypatch.undo()
     _resume(run_dir)
     pd.testing.assert_frame_equal(_rows(run_dir), reference[1], check_exact=True)
 
 
 def test_a_full_disk_during_the_manifest_write_stops_with_one_line(tmp_path, reference, monkeypatch):
-    _full_disk_on(monkeypatch, store.json, "dump", 2)  # the first manifest write succeeds, the last one fails
+    _full_disk_on(monkeypatch, rundir.json, "dump", 2)  # the first manifest write succeeds, the last one fails
     with pytest.raises(StorageError, match="cannot write .*No space left on device; the 8/8 finished shards"):
         _run(tmp_path, "run")
     run_dir = tmp_path / "run"
-    assert _leftovers(run_dir) == [] and store.read_manifest(run_dir)["finished"] is None
+    assert _leftovers(run_dir) == [] and rundir.read_manifest(run_dir)["finished"] is None
     monkeypatch.undo()
     _resume(run_dir)  # nothing left to run: it only records the end
-    assert store.read_manifest(run_dir)["finished"] is not None
+    assert rundir.read_manifest(run_dir)["finished"] is not None
     pd.testing.assert_frame_equal(_rows(run_dir), reference[1], check_exact=True)

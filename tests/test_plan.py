@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from harness import rundir, store
+from harness import resultfiles, rundir
 from harness.config import RunConfig, TeacherConfig
 from harness.engine.prepare import check
 from harness.plan import cost_lines, task_lines
@@ -51,10 +51,10 @@ def test_flops_on_the_meta_device_agree_with_what_a_run_records():
 def test_an_earlier_run_with_the_same_settings_gives_the_seconds(tmp_path):
     config = RunConfig(tasks=("synthetic",), methods=("zeroshot", "apm"))
     earlier = tmp_path / "results" / "earlier"
-    store.write_manifest(earlier, {"run_id": "earlier", "started": "2026-01-01T00:00:00",
+    rundir.write_manifest(earlier, {"run_id": "earlier", "started": "2026-01-01T00:00:00",
                                    "config": json.loads(json.dumps(config.to_dict(), default=list))})
     rows = [make_row("synthetic", "zeroshot", i, True, model="apm-tiny", pretrained="none", seconds=0.5) for i in range(9)]
-    rundir.write_shard(earlier, "s-00000", rows_to_table(rows), "f")
+    resultfiles.write_shard(earlier, "s-00000", rows_to_table(rows), "f")
     config, tasks, _ = check(config)
     costs = {c.method: c for c in cost_lines(config, task_lines(config, tasks), tasks, [earlier], None)}
     assert costs["zeroshot"].seconds == 0.5 and costs["zeroshot"].hours == pytest.approx(48 * 0.5 / 3600)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import store
+from harness import resultfiles
 
 EXE = str(Path(sys.executable).parent / "apm-bench")
 
@@ -80,7 +80,7 @@ def test_a_plugin_method_and_task_run_like_built_in_ones(tmp_path):
          "--workers", "1", "--no-progress", "--run-id", "p"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
-    rows = store.read_rows([tmp_path / "results" / "p"])
+    rows = resultfiles.read_rows([tmp_path / "results" / "p"])
     votes = rows[rows["method"] == "all-vote"]
     assert len(votes) == 12 and votes["error"].isna().all() and (votes["flops"] > 0).all()
     assert votes["top5_correct"].notna().all() and set(votes["template_set"]) == {"single"}

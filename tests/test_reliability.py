@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import rundir, store
+from harness import resultfiles, rundir
 from harness.config import RunConfig
 from harness.methods.configs import ApmConfig
 from harness.engine.shards import plan_shards
@@ -38,7 +38,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
 
 def _wait_for_shards(run_dir: Path, count: int, proc: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.time() + timeout
-    while len(rundir.done_shards(run_dir)) < count:
+    while len(resultfiles.done_shards(run_dir)) < count:
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "run made no progress"
         time.sleep(0.2)
@@ -73,7 +73,7 @@ def _worker_pids(driver: int) -> list[int]:
 
 
 def _rows(run_dir: Path) -> pd.DataFrame:
-    rows = store.read_rows([run_dir]).sort_values(["sample_id", "method"]).reset_index(drop=True)
+    rows = resultfiles.read_rows([run_dir]).sort_values(["sample_id", "method"]).reset_index(drop=True)
     return rows[RESULT].assign(top5=rows["top5"].map(list), losses=rows["losses"].map(list))
 
 
@@ -110,15 +110,15 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, reference):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"apm-bench run --resume {Path('results') / 'cut'}" in err and "Traceback" not in err
-    kept = rundir.done_shards(run_dir)
+    kept = resultfiles.done_shards(run_dir)
     assert 2 <= len(kept) < 16 and not list((run_dir / "shards").glob(".*"))  # nothing half-written
-    assert store.read_manifest(run_dir)["finished"] is None
+    assert rundir.read_manifest(run_dir)["finished"] is None
     resumed = subprocess.run([EXE, "run", "--resume", str(run_dir), "--no-progress", "--workers", "2"], cwd=tmp_path,
                              env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "16/16 shards" in resumed.stdout and f"{(16 - len(kept)) * 6} rows written" in resumed.stdout
     pd.testing.assert_frame_equal(_rows(run_dir), reference, check_exact=True)
-    assert store.read_manifest(run_dir)["finished"]
+    assert rundir.read_manifest(run_dir)["finished"]
 
 
 def test_another_config_in_the_same_directory_is_refused_or_forked(ray_local, tmp_path):
@@ -171,7 +171,7 @@ def test_run_on_a_real_ray_cluster_started_with_ray_start(tmp_path):
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
         )
         assert done.returncode == 0, done.stderr
-        rows = store.read_rows([tmp_path / "results" / "cluster"])
+        rows = resultfiles.read_rows([tmp_path / "results" / "cluster"])
         assert len(rows) == 12 and rows["error"].isna().all()
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # only the processes this test started

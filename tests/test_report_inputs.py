@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from typer.testing import CliRunner
 
-from harness import rundir, store
+from harness import resultfiles, rundir
 from harness.errors import HarnessError
 from harness.report.accuracy import cells
 from harness.report.inputs import read_report_input
@@ -16,9 +16,9 @@ from test_report_tables import fixture_rows, make_row
 
 def _run(root, name, rows, started="2026-01-01T00:00:00", **manifest):
     run_dir = root / name
-    store.write_manifest(run_dir, {"run_id": name, "started": started, **manifest})
+    rundir.write_manifest(run_dir, {"run_id": name, "started": started, **manifest})
     for i in range(0, len(rows), 8):
-        rundir.write_shard(run_dir, f"s-{i:05d}", rows_to_table(rows[i:i + 8]), "f")
+        resultfiles.write_shard(run_dir, f"s-{i:05d}", rows_to_table(rows[i:i + 8]), "f")
     return run_dir
 
 
@@ -48,7 +48,7 @@ def test_disjoint_runs_are_pooled(tmp_path):
 def test_the_default_is_the_newest_run_with_rows_and_unfinished_runs_are_marked(tmp_path):
     _run(tmp_path, "old", _rows("imagenet", "old"), started="2026-01-01T00:00:00", samples_total=10)
     (tmp_path / "new" / "shards").mkdir(parents=True)
-    store.write_manifest(tmp_path / "new", {"run_id": "new", "started": "2026-02-01T00:00:00"})
+    rundir.write_manifest(tmp_path / "new", {"run_id": "new", "started": "2026-02-01T00:00:00"})
     read = read_report_input(None, tmp_path)
     assert [r.run_dir.name for r in read.runs] == ["old"]
     assert "Skipped 1 newer run(s)" in " ".join(read.notes)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from harness import rundir, store
+from harness import resultfiles, rundir
 from harness.errors import HarnessError
 from harness.report.paper import build_report
 from harness.report.render import render, render_table
@@ -61,14 +61,14 @@ def fixture_rows() -> list[Row]:
 
 def write_run(tmp_path: Path, rows: list[Row], name: str = "run") -> Path:
     run_dir = tmp_path / name
-    store.write_manifest(run_dir, {"run_id": name, "started": "2026-01-01T00:00:00"})
-    rundir.write_shard(run_dir, "s-00000", rows_to_table(rows), "f")
+    rundir.write_manifest(run_dir, {"run_id": name, "started": "2026-01-01T00:00:00"})
+    resultfiles.write_shard(run_dir, "s-00000", rows_to_table(rows), "f")
     return run_dir
 
 
 @pytest.fixture
 def rows(tmp_path) -> pd.DataFrame:
-    return store.read_rows([write_run(tmp_path, fixture_rows())])
+    return resultfiles.read_rows([write_run(tmp_path, fixture_rows())])
 
 
 # --- independent recomputation ------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_pairing_ignores_row_order_and_a_missing_baseline_is_said(tmp_path):
     rows = [make_row("imagenet", "apm", i, i % 2 == 0) for i in (3, 1, 2, 0)]
     rows += [make_row("imagenet", "zeroshot", i, True) for i in (0, 1, 2, 3)]
     rows += [make_row("imagenet", "apm", 0, True, model="ViT-L-14")]  # no zero-shot with this teacher
-    report = build_report(store.read_rows([write_run(tmp_path, rows)]), TABLES.get("natural-shift"), reference=False)
+    report = build_report(resultfiles.read_rows([write_run(tmp_path, rows)]), TABLES.get("natural-shift"), reference=False)
     b16 = next(line for line in report.paired if line.teacher == "ViT-B/16")
     assert (b16.cells[0].value, b16.cells[0].n, b16.cells[0].unpaired) == (-50.0, 4, 0)
     l14 = next(line for line in report.paired if line.teacher == "ViT-L/14")
@@ -236,7 +236,7 @@ def test_reference_rows_match_the_csvs_and_sit_beside_ours(rows):
 
 def test_table_2_shows_stated_averages_that_differ_and_says_so(tmp_path):
     rows = [make_row("imagenet-c/fog/5", "apm", 0, True, model="ViT-L-14")]
-    text = render_table(store.read_rows([write_run(tmp_path, rows)]), "imagenet-c", "markdown")
+    text = render_table(resultfiles.read_rows([write_run(tmp_path, rows)]), "imagenet-c", "markdown")
     assert "49.7 (stated 50.3)" in text and "44.2 (stated 42.1)" in text and "43.3 (stated 44.4)" in text
     assert "APM ViT-L/14: the paper states Average 50.3, but its own columns average 49.72" in text
     assert "| APM [ours - paper]" in text and "+35.2" in text  # fog: 100 - 64.8
@@ -266,7 +266,7 @@ def test_teacher_labels():
 
 def test_unknown_methods_keep_their_names_and_follow_the_paper_order(tmp_path):
     rows = [make_row("imagenet", m, 0, True) for m in ("apm", "my-method", "tpt", "zeroshot")]
-    report = build_report(store.read_rows([write_run(tmp_path, rows)]), TABLES.get("natural-shift"), reference=False)
+    report = build_report(resultfiles.read_rows([write_run(tmp_path, rows)]), TABLES.get("natural-shift"), reference=False)
     assert [line.label for line in report.lines] == ["CLIP", "TPT", "APM", "my-method"]
 
 
@@ -285,7 +285,7 @@ def test_cost_uses_optional_columns_when_present(rows):
 def test_every_format(rows, tmp_path):
     spec = TABLES.get("imagenet-c")
     corrupted = [make_row("imagenet-c/fog/5", m, i, i % 2 == 0) for m in ("zeroshot", "apm") for i in range(4)]
-    rows = pd.concat([rows, store.read_rows([write_run(tmp_path, corrupted, "c")])], ignore_index=True)
+    rows = pd.concat([rows, resultfiles.read_rows([write_run(tmp_path, corrupted, "c")])], ignore_index=True)
     lat = render_table(rows, "imagenet-c", "latex")
     assert "\\toprule" in lat and "defocus\\_blur" in lat and "\\caption{Table 2" in lat
     html = render_table(rows, "natural-shift", "html")

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from harness import rundir, store
+from harness import resultfiles, rundir
 from harness.report.runs import HEADERS, list_runs, render_runs
 from harness.store import rows_to_table
 from test_report_tables import make_row
@@ -22,23 +22,23 @@ def manifest(run_id, started, methods, shards_total, suite=None, failed=None, **
 
 def shard(run_dir, shard_id, methods, samples):
     rows = [make_row("synthetic", m, i, True) for i in samples for m in methods]
-    rundir.write_shard(run_dir, shard_id, rows_to_table(rows), "f")
+    resultfiles.write_shard(run_dir, shard_id, rows_to_table(rows), "f")
 
 
 @pytest.fixture
 def results(tmp_path):
     root = tmp_path / "results"
     old = root / "smoke-old"  # an older manifest without samples_total: progress in shards
-    store.write_manifest(old, manifest("smoke-old", "2026-01-02T10:00:00+00:00", ("zeroshot", "ensemble", "apm"), 3,
+    rundir.write_manifest(old, manifest("smoke-old", "2026-01-02T10:00:00+00:00", ("zeroshot", "ensemble", "apm"), 3,
                                        suite="smoke"))
     shard(old, "synthetic-00000", ("zeroshot", "ensemble", "apm"), range(2))
     shard(old, "synthetic-00001", ("zeroshot", "ensemble", "apm"), range(2, 4))
     new = root / "run-new"  # samples_total recorded; one shard failed, one not yet run
-    store.write_manifest(new, manifest("run-new", "2026-01-03T09:00:00+00:00", ("zeroshot", "apm"), 3,
+    rundir.write_manifest(new, manifest("run-new", "2026-01-03T09:00:00+00:00", ("zeroshot", "apm"), 3,
                                        failed={"synthetic-00001": "worker died"}, samples_total=10))
     shard(new, "synthetic-00000", ("zeroshot", "apm"), range(4))
     resumed = root / "resumed"  # failed once, finished on resume: not counted as failed
-    store.write_manifest(resumed, manifest("resumed", "2026-01-01T08:00:00+00:00", ("zeroshot",), 1,
+    rundir.write_manifest(resumed, manifest("resumed", "2026-01-01T08:00:00+00:00", ("zeroshot",), 1,
                                            failed={"synthetic-00000": "oom"}, samples_total=2))
     shard(resumed, "synthetic-00000", ("zeroshot",), range(2))
     (root / "not-a-run").mkdir()  # no manifest: not listed
@@ -81,17 +81,17 @@ def test_only_footers_are_read(results, monkeypatch):
     monkeypatch.setattr(pq, "read_table", forbidden)
     monkeypatch.setattr(pq.ParquetFile, "read", forbidden)
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", forbidden)
-    monkeypatch.setattr(store, "read_rows", forbidden)
+    monkeypatch.setattr(resultfiles, "read_rows", forbidden)
     assert [r.rows for r in list_runs(results)] == [8, 12, 2]
 
 
 def test_a_damaged_run_is_named_and_does_not_hide_the_others(results):
     (results / "broken").mkdir()
-    (results / "broken" / store.MANIFEST).write_text("{not json")
+    (results / "broken" / rundir.MANIFEST).write_text("{not json")
     (results / "smoke-old" / rundir.SHARDS / "synthetic-00002.parquet").write_bytes(b"not parquet")
     text = render_runs(list_runs(results), results)
     assert [row[0] for row in cells(text.split("\n" + str(results))[0])[1:]] == ["run-new", "smoke-old", "resumed"]
-    assert f"{results / 'broken'}: unreadable manifest" in text
+    assert f"{results / 'broken'}: {results / 'broken' / rundir.MANIFEST} is not an apm-bench manifest: not JSON" in text
     assert f"{results / 'smoke-old'}: unreadable result file synthetic-00002.parquet" in text
 
 
@@ -110,7 +110,7 @@ def test_cli_runs(results, tmp_path):
 def test_a_finished_run_whose_shards_are_merged_into_a_segment_counts_them(results):
     old = results / "smoke-old"
     before = next(r for r in list_runs(results) if r.run_id == "smoke-old")
-    rundir.compact(old, ["synthetic-00000", "synthetic-00001"], "synthetic", "f")
+    resultfiles.compact(old, ["synthetic-00000", "synthetic-00001"], "synthetic", "f")
     assert not list((old / rundir.SHARDS).glob("*.parquet"))  # the shards now live in one segment
     after = next(r for r in list_runs(results) if r.run_id == "smoke-old")
     assert (after.rows, after.shards_finished, after.shards_unfinished) == (before.rows, 2, 1) == (12, 2, 1)

@@ -11,7 +11,8 @@ from harness import settings
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.methods import METHODS
-from harness.methods.configs import ApmConfig, CtptConfig, TpsConfig, TptConfig
+from harness.methods.configs import (ApmConfig, CtptConfig, MtaConfig, RlcfConfig, RtptConfig, TpsConfig, TptConfig,
+                                      TtlConfig)
 
 
 @pytest.mark.parametrize(
@@ -148,13 +149,13 @@ def test_ls_methods_prints_every_setting_with_its_default_and_source():
 
 
 def test_a_run_made_before_settings_were_data_says_which_version_finishes_it(tmp_path):
-    from harness import store
+    from harness import rundir
     from harness.engine.prepare import resume_config
 
     old = RunConfig(tasks=("synthetic",), methods=("apm",)).to_dict()
     old.pop("settings")
     old["apm"] = dataclasses.asdict(ApmConfig())
-    store.write_manifest(tmp_path / "old", {"config": old, "code_version": "c3d9fff"})
+    rundir.write_manifest(tmp_path / "old", {"config": old, "code_version": "c3d9fff"})
     with pytest.raises(HarnessError, match="made by an earlier apm-bench \\(c3d9fff\\).*finish it with that version"):
         resume_config(tmp_path / "old")
 
@@ -213,3 +214,50 @@ def test_a_run_id_reused_with_other_settings_names_the_settings_that_differ():
     now = RunConfig(tasks=("synthetic",), methods=("tpt",), settings=(("tpt", TptConfig(steps=2)),)).to_dict()
     assert config_differences(then, now) == ["settings.tpt.steps (1 there, 2 now)"]
     assert config_differences(then, json.loads(json.dumps(then))) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "values", "message"),
+    [
+        (TptConfig, {"views": 1_000_000}, "views must be at most 2048, not 1000000 (a sample's views are made at once: "
+                                          "1000000 of a 224 px teacher are 602 GB of pixels"),
+        (ApmConfig, {"hidden": (4096, 1_000_000)}, "hidden must be at most 65536, not 1000000 (a layer 1000000 wide"),
+        (ApmConfig, {"image_size": 100_000}, "image_size must be at most 8192, not 100000 (a 100000 px image is 120 GB"),
+        (ApmConfig, {"batch_size": 5000}, "batch_size must be at most 1024, not 5000"),
+        (ApmConfig, {"patch_size": 500}, "patch_size must be at most 448, not 500"),
+        (TtlConfig, {"rank": 4096}, "rank must be at most 2048, not 4096"),
+        (MtaConfig, {"inner_steps": 1000}, "inner_steps must be at most 250, not 1000"),
+        (MtaConfig, {"neighbours": 2.0}, "neighbours must lie in [0, 1], not 2"),
+        (RtptConfig, {"neighbours": 5000}, "neighbours must be at most 2048, not 5000"),
+        (RlcfConfig, {"steps": 10**6}, "steps must be at most 20000, not 1000000"),
+    ],
+)
+def test_an_absurd_size_is_refused_up_front_naming_the_field_and_its_bound(kind, values, message):
+    with pytest.raises(HarnessError) as info:
+        kind(**values)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_the_size_bounds_leave_ten_times_every_authors_value():
+    ApmConfig(steps=12_000, copies=80, hidden=(40_960, 20_480, 10_240), image_size=4480, heads=80, chunk_size=10_240)
+    TptConfig(views=640, steps=30)
+    RtptConfig(neighbours=200)
+    MtaConfig(outer_steps=50, inner_steps=50)
+    TtlConfig(blocks=30, rank=160)
+    RlcfConfig(sample_k=30, steps=30)
+
+
+def test_a_set_beyond_a_bound_stops_the_run_with_one_line(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("apm-bench") or str(Path(sys.executable).parent / "apm-bench")
+    done = subprocess.run([exe, "run", "--suite", "smoke", "--method", "tpt", "--set", "tpt.views=1000000", "--no-progress"],
+                          cwd=tmp_path, env=os.environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["error: --set tpt: views must be at most 2048, not 1000000 (a sample's views are "
+                                        "made at once: 1000000 of a 224 px teacher are 602 GB of pixels, and the next "
+                                        "samples' are made ahead)"]

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import rundir, store
+from harness import resultfiles, rundir, store
 from harness.report.accuracy import cells
 from harness.report.stats import estimate
 from harness.report.render import render
@@ -25,17 +25,17 @@ def _row(task: str, method: str, i: int, correct: bool | None, error: str | None
 
 def _run_dir(tmp_path, name: str, rows: list[Row], started: str = "2026-01-01T00:00:00"):
     run_dir = tmp_path / name
-    store.write_manifest(run_dir, {"run_id": name, "started": started})
-    rundir.write_shard(run_dir, "t-00000", rows_to_table(rows), "f")
+    rundir.write_manifest(run_dir, {"run_id": name, "started": started})
+    resultfiles.write_shard(run_dir, "t-00000", rows_to_table(rows), "f")
     return run_dir
 
 
 def test_shard_write_is_atomic_and_round_trips(tmp_path):
     rows = [_row("a", "zeroshot", i, i % 2 == 0) for i in range(5)]
     run_dir = _run_dir(tmp_path, "run", rows)
-    assert rundir.done_shards(run_dir) == {"t-00000"}
+    assert resultfiles.done_shards(run_dir) == {"t-00000"}
     assert not list((run_dir / "shards").glob("*.tmp")) and not list((run_dir / "shards").glob(".*"))
-    back = store.read_rows([run_dir])
+    back = resultfiles.read_rows([run_dir])
     assert len(back) == 5 and list(back.columns) == store.SCHEMA.names
     assert back["correct"].tolist() == [True, False, True, False, True]
 
@@ -47,7 +47,7 @@ def test_markdown_report_golden(tmp_path):
         + [_row("other", "zeroshot", i, True) for i in range(2)]  # 2/2
         + [_row("other", "apm", 9, None, error="cannot decode image x.jpg")]  # error only: no score
     )
-    text = render(store.read_rows([_run_dir(tmp_path, "run", rows)]), "markdown")
+    text = render(resultfiles.read_rows([_run_dir(tmp_path, "run", rows)]), "markdown")
     top1 = text.split("\n\n")[:2]
     assert top1 == [
         "Top-1 accuracy (%)",
@@ -72,19 +72,19 @@ def test_mean_per_class_recall_is_sklearns_balanced_accuracy_and_top5_needs_5_cl
     rows = [_row("four", "zeroshot", i, bool(c), label=int(y), n_classes=4) for i, (y, c) in enumerate(zip(labels, correct))]
     rows += [_row("ten", "zeroshot", i, i % 3 == 0, label=i % 10, n_classes=10) for i in range(30)]
     rows += [_row("ten", "zeroshot", 99, None, error="cannot decode image x.jpg", label=7)]
-    long = cells(store.read_rows([_run_dir(tmp_path, "run", rows)])).set_index("task")
+    long = cells(resultfiles.read_rows([_run_dir(tmp_path, "run", rows)])).set_index("task")
     predictions = np.where(correct, labels, (labels + 1) % 4)  # a wrong answer is another class
     assert long.loc["four", "mean_per_class_recall"] == pytest.approx(100 * balanced_accuracy_score(labels, predictions))
     assert long.loc["four", "mean_per_class_recall"] != pytest.approx(long.loc["four", "accuracy"])
     assert np.isnan(long.loc["four", "top5_accuracy"]) and long.loc["ten", "top5_accuracy"] == 100.0
-    markdown = render(store.read_rows([_run_dir(tmp_path, "run2", rows)]), "markdown")
+    markdown = render(resultfiles.read_rows([_run_dir(tmp_path, "run2", rows)]), "markdown")
     top5 = markdown.split("Top-5 accuracy")[1].split("Mean per-class")[0]
     assert "| n/a    | 100.0 [100.0, 100.0] (n=30) | 100.0 [100.0, 100.0] |" in top5  # the average skips n/a
 
 
 def test_csv_is_long_form_with_every_cell(tmp_path):
     rows = [_row("t", "zeroshot", i, i == 0) for i in range(3)] + [_row("t", "zeroshot", 5, True, model="ViT-B-16")]
-    text = render(store.read_rows([_run_dir(tmp_path, "run", rows)]), "csv")
+    text = render(resultfiles.read_rows([_run_dir(tmp_path, "run", rows)]), "csv")
     frame = pd.read_csv(pd.io.common.StringIO(text))
     assert frame[["model", "n", "correct"]].values.tolist() == [["apm-tiny", 3, 1], ["ViT-B-16", 1, 1]]
     assert frame["accuracy"].round(2).tolist() == [33.33, 100.0]
@@ -92,7 +92,7 @@ def test_csv_is_long_form_with_every_cell(tmp_path):
 
 def test_latex_uses_booktabs_and_labels_teachers_when_mixed(tmp_path):
     rows = [_row("t", "zeroshot", 0, True), _row("t", "zeroshot", 1, True, model="ViT-B-16")]
-    text = render(store.read_rows([_run_dir(tmp_path, "run", rows)]), "latex")
+    text = render(resultfiles.read_rows([_run_dir(tmp_path, "run", rows)]), "latex")
     assert "\\toprule" in text and "zeroshot (ViT-B-16/none)" in text and "zeroshot (apm-tiny/none)" in text
 
 

@@ -1,4 +1,4 @@
-"""What every command shares: Ctrl-C handling, list parsing, the data-root option."""
+"""What every command shares: Ctrl-C handling, list parsing, the data-root option, and `echo`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated, Optional, TypeVar
 import typer
 
 from harness.errors import Interrupted
+from harness.text import terminal_safe
 
 INTERRUPTED = "interrupted; nothing was written"
 C = TypeVar("C", bound=Callable[..., None])
@@ -18,6 +19,12 @@ DataRoot = Annotated[
     Optional[Path],
     typer.Option(envvar="APM_BENCH_DATA", help="Folder holding the datasets."),
 ]
+
+
+def echo(message: object = "", err: bool = False, nl: bool = True) -> None:
+    """typer.echo for every line the CLI prints: paths, task, method and class names may hold ANSI
+    escapes, which are shown as text (harness.text.terminal_safe) instead of reaching the terminal."""
+    typer.echo(terminal_safe(str(message)), err=err, nl=nl)
 
 
 def interruptible(command: C) -> C:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from harness import settings
-from harness.commands.common import interruptible
+from harness.commands.common import echo, interruptible
 from harness.config import TeacherConfig
 from harness.errors import HarnessError, Problems, collect
 
@@ -59,14 +59,14 @@ def plot(
             raise Problems(problems)
         path = plot_islands(Path(targets[1]), out or Path("figures"), TeacherConfig(model=model, pretrained=pretrained),
                             apm, steps, seed, device)
-        typer.echo(str(path))
+        echo(str(path))
         return
     from harness.report.figures import run_figures
     from harness.report.inputs import read_report_input
 
     read = read_report_input([Path(t) for t in targets], out_root)
     for path in run_figures(read.rows, out or read.runs[0].run_dir / "figures"):
-        typer.echo(str(path))
+        echo(str(path))
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from harness.commands.common import DataRoot, interruptible, split_values
+from harness.commands.common import DataRoot, echo, interruptible, split_values
 from harness.errors import HarnessError, Interrupted, Problems, collect
 from tasks.base import SampleRef
 from tasks.folder import FolderTask
@@ -161,15 +161,15 @@ def build(
     seconds = time.perf_counter() - start
     failed = {key: reason for key, _, reason in totals["failed"]}
     update_marker(out, task.root, pairs, limit, failed)
-    typer.echo(f"{out}: {totals['written']} written, {totals['skipped']} skipped (already there), {len(failed)} failed; "
-               f"{len(work)} val images x {len(pairs)} corruption/severity pair(s), {seconds:.1f} s"
-               + (f", {totals['cpu'] / totals['decoded']:.2f} CPU s per val image built" if totals["decoded"] else ""))
+    echo(f"{out}: {totals['written']} written, {totals['skipped']} skipped (already there), {len(failed)} failed; "
+         f"{len(work)} val images x {len(pairs)} corruption/severity pair(s), {seconds:.1f} s"
+         + (f", {totals['cpu'] / totals['decoded']:.2f} CPU s per val image built" if totals["decoded"] else ""))
     by_file: dict[str, set[str]] = {}
     for _, locator, reason in totals["failed"]:
         by_file.setdefault(locator, set()).add(reason)
     for locator, reasons in by_file.items():
         for reason in sorted(reasons):
-            typer.echo(f"failed: {reason if locator in reason else f'{locator}: {reason}'}", err=True)
+            echo(f"failed: {reason if locator in reason else f'{locator}: {reason}'}", err=True)
     if failed:
         raise typer.Exit(3)
 

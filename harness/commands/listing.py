@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from harness.commands.common import DataRoot, interruptible
+from harness.commands.common import DataRoot, echo, interruptible
 from harness.errors import HarnessError
 from harness.registry import unknown_name_message
 
@@ -39,21 +39,21 @@ def list_things(
 def _suites() -> None:
     from tasks.registry import SUITES
 
-    typer.echo("suites:")
+    echo("suites:")
     for name, s in SUITES.items():
-        typer.echo(f"  {name:<16} {s.description}; {len(s.tasks)} task(s), methods {','.join(s.methods)}")
+        echo(f"  {name:<16} {s.description}; {len(s.tasks)} task(s), methods {','.join(s.methods)}")
 
 
 def _tasks(data_root: Path | None) -> None:
     from tasks.registry import TASKS, resolve_task
 
-    typer.echo(f"tasks (data root: {data_root or 'not set; --data-root or APM_BENCH_DATA'}):")
+    echo(f"tasks (data root: {data_root or 'not set; --data-root or APM_BENCH_DATA'}):")
     for name, family in TASKS.items():
-        typer.echo(f"  {name:<16} {family.description}")
+        echo(f"  {name:<16} {family.description}")
         if family.layouts:
-            typer.echo(f"  {'':<16} looks for: {', '.join(family.layouts)}")
+            echo(f"  {'':<16} looks for: {', '.join(family.layouts)}")
         if family.hub:
-            typer.echo(f"  {'':<16} hub: {family.hub.hub_id}" + ("" if family.hub.same_test_set else " (not the paper's test set)"))
+            echo(f"  {'':<16} hub: {family.hub.hub_id}" + ("" if family.hub.same_test_set else " (not the paper's test set)"))
         specs = family.examples or ((name,) if family.layouts else ())
         found: dict[str, str] = {}
         for spec in specs:
@@ -65,7 +65,7 @@ def _tasks(data_root: Path | None) -> None:
         if len(specs) > 1 and set(found.values()) == {"no data root"}:  # said once per family, not per member
             found = {f"{name} ({len(specs)} tasks)": "no data root"}
         for spec, text in found.items():
-            typer.echo(f"  {'':<16} {spec}: {text}")
+            echo(f"  {'':<16} {spec}: {text}")
 
 
 def _methods(verbose: bool, only: str | None = None) -> None:
@@ -75,14 +75,14 @@ def _methods(verbose: bool, only: str | None = None) -> None:
     from harness.settings import describe
 
     entries = [(only, METHODS.get(only))] if only is not None else list(METHODS.items())
-    typer.echo("methods:" if verbose else "methods (`apm-bench ls methods` for their settings):")
+    echo("methods:" if verbose else "methods (`apm-bench ls methods` for their settings):")
     for name, entry in entries:
-        typer.echo(f"  {name:<16} {entry.summary}" + (f" [{entry.paper}]" if entry.paper else ""))
+        echo(f"  {name:<16} {entry.summary}" + (f" [{entry.paper}]" if entry.paper else ""))
         kind = entry.settings_class() if verbose else None
         for field, hint, default, doc in describe(kind) if kind else ():
-            typer.echo(f"    {name}.{field} = {default}  ({hint})")
+            echo(f"    {name}.{field} = {default}  ({hint})")
             for line in textwrap.wrap(doc, 96):
-                typer.echo(f"        {line}")
+                echo(f"        {line}")
 
 
 @interruptible
@@ -93,7 +93,7 @@ def runs(
     Parquet footers only)."""
     from harness.report.runs import list_runs, render_runs
 
-    typer.echo(render_runs(list_runs(out_root), out_root))
+    echo(render_runs(list_runs(out_root), out_root))
 
 
 @interruptible
@@ -102,22 +102,22 @@ def verify(
 ) -> None:
     """Check every result file of the runs against its record (sha256, rows, run): one line per file
     that fails, and exit 1 if any does. `apm-bench run --resume RUN_DIR` repairs what fails."""
-    from harness import rundir
-    from harness.store import read_manifest
+    from harness import resultfiles
+    from harness.rundir import read_manifest
 
     failed = 0
     for run_dir in run_dirs:
         manifest = read_manifest(run_dir)
-        verdict = rundir.verify(run_dir, manifest.get("fingerprint"))
+        verdict = resultfiles.verify(run_dir, manifest.get("fingerprint"))
         total = manifest.get("shards_total") or "?"
-        typer.echo(f"{run_dir}: {len(verdict.files)} result file(s) verified, {len(verdict.shards)}/{total} shards "
-                   f"finished, {len(verdict.bad)} file(s) failed")
+        echo(f"{run_dir}: {len(verdict.files)} result file(s) verified, {len(verdict.shards)}/{total} shards "
+             f"finished, {len(verdict.bad)} file(s) failed")
         for path, reason in verdict.bad:
-            typer.echo(f"{path}: {reason}", err=True)
+            echo(f"{path}: {reason}", err=True)
         failed += len(verdict.bad)
     if failed:
-        typer.echo(f"error: {failed} result file(s) failed verification; repair with: apm-bench run --resume RUN_DIR",
-                   err=True)
+        echo(f"error: {failed} result file(s) failed verification; repair with: apm-bench run --resume RUN_DIR",
+             err=True)
         raise typer.Exit(1)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from harness.commands.common import interruptible, split_values
+from harness.commands.common import echo, interruptible, split_values
 from harness.config import TeacherConfig
 
 
@@ -38,16 +38,16 @@ def teacher_train(
                       seed=seed, threads=threads, dtype=dtype, fashion_root=str(fashion_root) if fashion_root else None)
     out = out or teacher_home() / "-".join(cfg.data)
     _, meta = train(cfg, out, progress=progress)
-    typer.echo(f"{out}: {meta['images']} images, {steps} steps, {meta['seconds_total']:.0f} s, loss {meta['loss_last']:.3f}")
+    echo(f"{out}: {meta['images']} images, {steps} steps, {meta['seconds_total']:.0f} s, loss {meta['loss_last']:.3f}")
     if eval_limit:
         teacher = load_teacher(TeacherConfig(model=model, pretrained=str(out)))
         for name in cfg.data:
             task = resolve_task("synthetic:25" if name == "synthetic" else f"fashion-mnist:{meta['data_roots'][name]}")
             acc = zero_shot_accuracy(teacher, task, eval_limit)
-            typer.echo(f"zero-shot top-1 on {task.name} ({min(eval_limit, len(task.samples()))} test images): {100 * acc:.1f}%")
+            echo(f"zero-shot top-1 on {task.name} ({min(eval_limit, len(task.samples()))} test images): {100 * acc:.1f}%")
     named = {trained_teacher_dir(name): name for name in TRAINED_TEACHERS}.get(Path(out).expanduser().absolute())
-    typer.echo(f"use it: apm-bench run --model {model} --pretrained {named or out} ..."
-               + (" (the fashion-mnist-c suite finds it there)" if named == "fashion-mnist-teacher" else ""))
+    echo(f"use it: apm-bench run --model {model} --pretrained {named or out} ..."
+         + (" (the fashion-mnist-c suite finds it there)" if named == "fashion-mnist-teacher" else ""))
 
 
 def register(app: typer.Typer) -> None:

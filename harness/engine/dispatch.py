@@ -30,6 +30,8 @@ class DispatchResult:
     """The first error row's message, to show when every row is one."""
     unplaced: int = 0
     """Workers the cluster never placed (their resources were taken): they ran nothing."""
+    capped: str | None = None
+    """Why fewer workers ran than --workers asked for, when the cluster could not place them all."""
 
 
 def worker_failure(exc: BaseException) -> HarnessError:

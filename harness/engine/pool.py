@@ -24,10 +24,21 @@ class PoolPlan:
     """GPUs per worker (0 or 1)."""
     data_threads: int
     """Threads a worker decodes and makes views with."""
+    placeable: int = 0
+    """Workers of this size the cluster can place now, before --workers and the shards cap the count."""
 
     def describe(self) -> str:
         gpu = " and 1 GPU" if self.gpus else ""
         return f"{self.workers} {self.device} worker(s), each {self.cpus:g} CPU(s){gpu}"
+
+    def capped(self, asked: int | None) -> str | None:
+        """The note for a --workers the cluster cannot hold (None when it can): the run goes on with
+        the workers that fit rather than queueing actors that would never be placed."""
+        if not asked or asked <= self.placeable:
+            return None
+        gpu = " and 1 GPU" if self.gpus else ""
+        return (f"--workers {asked}: the cluster can place {self.placeable} {self.device.upper()} worker(s) of "
+                f"{self.cpus:g} CPU(s){gpu}; running {self.workers}")
 
 
 def device_type(requested: str, cluster_gpus: float) -> str:
@@ -46,7 +57,7 @@ def plan_pool(device: str, nodes: list[dict[str, float]], available: dict[str, f
         free = math.floor(available.get("CPU", 0) / cpus)
         count = workers or max(1, int(sum(n.get("CPU", 0) for n in nodes) // cpus))
         count = max(1, min(count, free or 1, shards))
-        return PoolPlan("cpu", count, cpus, 0, 1)
+        return PoolPlan("cpu", count, cpus, 0, 1, placeable=free)
     gpu_nodes = [n for n in nodes if n.get("GPU", 0) >= 1]
     if cpus_per_worker is None:  # the node's CPUs shared among its GPUs (the tightest node decides)
         cpus_per_worker = max(1.0, min(math.floor(n.get("CPU", 0) / n["GPU"]) for n in gpu_nodes)) if gpu_nodes else 1.0
@@ -60,4 +71,4 @@ def plan_pool(device: str, nodes: list[dict[str, float]], available: dict[str, f
             f"(free now: {available.get('GPU', 0):g} GPU(s), {available.get('CPU', 0):g} CPU(s); "
             "--cpus-per-worker lowers the CPUs, --device cpu runs without GPUs)"
         )
-    return PoolPlan("cuda", count, cpus, 1, max(1, int(cpus)))
+    return PoolPlan("cuda", count, cpus, 1, max(1, int(cpus)), placeable=min(placeable, free))

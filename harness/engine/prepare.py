@@ -8,6 +8,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from harness import rundir
 from harness.config import ExecConfig, RunConfig
 from harness.errors import HarnessError, MissingData, Problems, collect
 from harness.methods import METHODS
@@ -105,10 +106,17 @@ def _pinned(model: str, pretrained: str, expected: str | None, flag: str) -> tup
 
 def resume_config(run_dir: Path) -> RunConfig:
     """The config a run directory was started with, read back from its manifest."""
-    from harness import store  # pandas and pyarrow: only when resuming
-
-    manifest = store.read_manifest(run_dir)
-    if "settings" not in manifest["config"]:  # apm and tpt sections: before settings were data (#16)
+    manifest = rundir.read_manifest(run_dir)
+    where = run_dir / rundir.MANIFEST
+    config = manifest.get("config") or {}
+    if not config.get("tasks") or not config.get("methods"):
+        raise HarnessError(f"{where} names no tasks and methods: not a run that can be resumed")
+    if "settings" not in config:  # apm and tpt sections: before settings were data (#16)
         raise HarnessError(f"{run_dir} was made by an earlier apm-bench ({manifest.get('code_version', '?')}), whose "
                            "method settings this one no longer reads; finish it with that version")
-    return RunConfig.from_dict(manifest["config"])
+    try:
+        return RunConfig.from_dict(config)
+    except HarnessError as exc:
+        raise HarnessError(f"{where}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise HarnessError(f"{where}: its config cannot be read back ({type(exc).__name__}: {exc})") from None

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import datetime as dt
 import json
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -16,12 +16,12 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import interrupts, rundir, store
+from harness import interrupts, resultfiles, rundir
 from harness.config import ExecConfig, RunConfig
 from harness.engine.cluster import ray_session
 from harness.engine.dispatch import DispatchResult, dispatch, worker_failure
 from harness.engine.pool import PoolPlan, device_type, plan_pool
-from harness.engine.shards import Shard, plan_shards, slug
+from harness.engine.shards import Shard, plan_shards, task_key
 from harness.engine.worker import RunIdentity, ShardWorker
 from harness.engine.prepare import pin_weights, prepare
 from harness.errors import HarnessError, Interrupted, StorageError
@@ -46,8 +46,11 @@ class RunSummary:
     unplaced: int = 0
     """Workers the cluster never placed (their GPUs or CPUs were taken); the others ran everything."""
     repaired: tuple[str, ...] = ()
-    """Result files that failed verification at the start (set aside in quarantine/, their shards run
-    again), each with why."""
+    """Result files that failed verification at the start (set aside in quarantine/), each with why."""
+    rerun: int = 0
+    """Shards that only those files held, run again and finished in this session."""
+    capped: str | None = None
+    """Why fewer workers ran than --workers asked for (the cluster could place no more)."""
 
 
 SEGMENT_SHARDS = 256
@@ -81,7 +84,7 @@ class Compactor:
     def _compact(self, task: str) -> None:
         ids = self.loose.pop(task, [])
         if ids:
-            rundir.compact(self.run_dir, ids, slug(task), self.fingerprint)
+            resultfiles.compact(self.run_dir, ids, task_key(task), self.fingerprint)
 
 
 def config_differences(then: dict, now: dict, prefix: str = "") -> list[str]:
@@ -101,29 +104,37 @@ def new_run_id(config: RunConfig) -> str:
     return f"{config.suite or 'run'}-{stamp}-{config.fingerprint()[:8]}"
 
 
-def open_run_dir(run_dir: Path, config: RunConfig, execution: ExecConfig, shards_total: int,
-                 samples_total: int | None = None) -> tuple[Path, dict]:
-    """A new run writes its manifest; an existing one with the same fingerprint is continued; one
-    with another config is refused, or left alone for a fresh directory with --force-new."""
+LAYOUT = 2
+"""How a run directory names its shards (2: each task's shard ids carry a hash of the task's name)."""
+
+
+def open_run_dir(out_root: Path, run_id: str | None, config: RunConfig, execution: ExecConfig, shards_total: int,
+                 samples_total: int | None = None) -> tuple[Path, dict, rundir.Claim | None]:
+    """The run's directory, its manifest, and the claim on it if this process created it (only then
+    may a failure remove it). An existing run with the same fingerprint is continued; one with another
+    config is refused, or left alone for a fresh directory with --force-new; an existing folder that is
+    not a run is never written into."""
     fingerprint = config.fingerprint()
-    if (run_dir / store.MANIFEST).exists():
-        manifest = store.read_manifest(run_dir)
-        if manifest.get("fingerprint") == fingerprint:
-            return run_dir, manifest
-        if not execution.force_new:
-            then = manifest.get("config", {}).get("teacher", {}).get("weights_sha256")
-            if then != config.teacher.weights_sha256:
-                why = f": its teacher weights differ (sha256 {str(then)[:12]}... there, {str(config.teacher.weights_sha256)[:12]}... now)"
-            else:
-                changed = config_differences(manifest.get("config", {}), config.to_dict())
-                why = f": {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''} differ" if changed else ""
-            raise HarnessError(
-                f"{run_dir} holds a run with another config (fingerprint {manifest.get('fingerprint')}, "
-                f"requested {fingerprint}){why}; resume it with --resume {run_dir}, or pass --force-new for a new run"
-            )
-        run_dir = run_dir.with_name(new_run_id(config))
+    claim, target = None, None
+    if run_id is not None:
+        target = rundir.run_path(out_root, run_id)
+        claim = rundir.claim_new(target)
+        manifest = _existing_run(target) if claim is None else None
+        if manifest is not None:
+            if manifest.get("fingerprint") == fingerprint:
+                if manifest.get("layout") != LAYOUT:
+                    raise HarnessError(
+                        f"{target} was made by an earlier apm-bench ({manifest.get('code_version', '?')}), whose shard "
+                        "names this one does not continue; finish it with that version, or start a new run")
+                return target, manifest, None
+            if not execution.force_new:
+                raise HarnessError(_another_config(target, manifest, config))
+            target = None
+    if target is None:
+        claim = rundir.claim_fresh(out_root, new_run_id(config))
+        target = claim.path
     manifest = {
-        "run_id": run_dir.name,
+        "run_id": target.name,
         "fingerprint": fingerprint,
         "config": config.to_dict(),
         "execution": {k: v for k, v in dataclasses.asdict(execution).items() if k != "progress"},
@@ -134,9 +145,33 @@ def open_run_dir(run_dir: Path, config: RunConfig, execution: ExecConfig, shards
         "failed_shards": {},
         "shards_total": shards_total,
         "samples_total": samples_total,
+        "layout": LAYOUT,
     }
-    store.write_manifest(run_dir, manifest)
-    return run_dir, manifest
+    rundir.write_manifest(target, manifest)
+    return target, manifest, claim
+
+
+def _existing_run(run_dir: Path) -> dict | None:
+    """The manifest of the run at `run_dir`, which exists; None for an empty folder (used, never
+    removed: this process did not make it); any other folder that is not a run is refused."""
+    rundir.check_layout(run_dir)
+    if run_dir.is_dir() and not (run_dir / rundir.MANIFEST).exists():
+        if not any(run_dir.iterdir()):
+            return None
+        raise HarnessError(f"{run_dir} exists and is not a run directory (no {rundir.MANIFEST}); "
+                           "choose another --run-id or --out-root: a run never writes into another folder")
+    return rundir.read_manifest(run_dir)
+
+
+def _another_config(run_dir: Path, manifest: dict, config: RunConfig) -> str:
+    then = (manifest.get("config") or {}).get("teacher", {}).get("weights_sha256")
+    if then != config.teacher.weights_sha256:
+        why = f": its teacher weights differ (sha256 {str(then)[:12]}... there, {str(config.teacher.weights_sha256)[:12]}... now)"
+    else:
+        changed = config_differences(manifest.get("config") or {}, config.to_dict())
+        why = f": {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''} differ" if changed else ""
+    return (f"{run_dir} holds a run with another config (fingerprint {manifest.get('fingerprint')}, "
+            f"requested {config.fingerprint()}){why}; resume it with --resume {run_dir}, or pass --force-new for a new run")
 
 
 def _now() -> str:
@@ -175,17 +210,15 @@ def _with_device(config: RunConfig, execution: ExecConfig, cluster: contextlib.E
 
 def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: list[Shard],
          cluster: contextlib.ExitStack) -> RunSummary:
-    requested = Path(execution.out_root) / (execution.run_id or new_run_id(config))
-    is_new = not requested.exists()  # made by this run: only then may a failure remove it
-    run_dir = requested
+    run_dir, claim, verdict = None, None, None
     result = DispatchResult()
     try:  # from the first file written: a signal at any moment leaves a new run either with shards or gone
-        with _storage(requested, 0, nothing_yet=True):
-            run_dir, manifest = open_run_dir(requested, config, execution, len(shards), sum(len(s.refs) for s in shards))
-        is_new = is_new or run_dir != requested
-        verdict = rundir.verify(run_dir, manifest["fingerprint"])  # every file a resume would skip, checked
-        rundir.quarantine(run_dir, verdict.bad)
-        rundir.tidy(run_dir, verdict)
+        with _storage(Path(execution.out_root), 0, nothing_yet=True), interrupts.deferred():
+            run_dir, manifest, claim = open_run_dir(Path(execution.out_root), execution.run_id, config, execution,
+                                                    len(shards), sum(len(s.refs) for s in shards))
+        verdict = resultfiles.verify(run_dir, manifest["fingerprint"])  # every file a resume would skip, checked
+        resultfiles.quarantine(run_dir, verdict.bad)
+        resultfiles.tidy(run_dir, verdict)
         todo = [s for s in shards if s.shard_id not in verdict.shards]
         identity = RunIdentity(run_dir.name, manifest["fingerprint"], code_version())
         compactor = Compactor(run_dir, shards, identity.fingerprint, verdict.files)
@@ -197,11 +230,11 @@ def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: li
             compactor.flush()
             manifest["failed_shards"] = result.failed
             manifest["finished"] = None if result.failed else _now()
-            store.write_manifest(run_dir, manifest)
+            rundir.write_manifest(run_dir, manifest)
     except BaseException as exc:
-        finished = len(rundir.done_shards(run_dir)) if run_dir.is_dir() else 0
-        if is_new and not finished and run_dir.is_dir():
-            shutil.rmtree(run_dir)  # nothing finished: leave no empty run behind to be reported
+        finished = len(resultfiles.done_shards(run_dir)) if run_dir is not None else 0
+        if claim is not None and not finished:
+            rundir.release(claim)  # nothing finished: leave no empty run behind to be reported
         if not isinstance(exc, KeyboardInterrupt):
             raise
         if not finished:
@@ -214,13 +247,15 @@ def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: li
         run_dir=run_dir,
         samples=sum(len(s.refs) for s in shards),
         rows_written=result.rows,
-        shards_done=len(rundir.done_shards(run_dir)),
+        shards_done=len(resultfiles.done_shards(run_dir)),
         shards_total=len(shards),
         errors=result.error_rows,
         failed=dict(result.failed),
         first_error=result.first_error,
         unplaced=result.unplaced,
         repaired=tuple(f"{path.relative_to(run_dir)}: {reason}" for path, reason in verdict.bad),
+        rerun=len(verdict.lost & resultfiles.done_shards(run_dir)),
+        capped=result.capped,
     )
 
 
@@ -235,9 +270,10 @@ def _storage(run_dir: Path, total: int, nothing_yet: bool = False) -> Iterator[N
         cause = exc.strerror or str(exc)
         if nothing_yet:
             raise StorageError(f"cannot write {what}: {cause}; nothing was written") from None
-        done = len(rundir.done_shards(run_dir))
+        done = len(resultfiles.done_shards(run_dir))
+        fix = "free space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
         raise StorageError(f"cannot write {what}: {cause}; the {done}/{total} finished shards are kept; "
-                           f"free space, then finish with: apm-bench run --resume {run_dir}") from None
+                           f"{fix}, then finish with: apm-bench run --resume {run_dir}") from None
 
 
 def _dispatch(
@@ -286,7 +322,7 @@ def _dispatch(
     interrupts.check()
 
     def write(shard: Shard, table) -> None:
-        rundir.write_shard(run_dir, shard.shard_id, table, identity.fingerprint)
+        resultfiles.write_shard(run_dir, shard.shard_id, table, identity.fingerprint)
         compactor.finished(shard)
         bar.update(task_id, advance=len(shard.refs))
 
@@ -298,12 +334,14 @@ def _dispatch(
         fingerprints = set(table.column("fingerprint").to_pylist())
         return None if fingerprints <= {identity.fingerprint} else f"rows of another run ({fingerprints})"
 
-    total = len(rundir.done_shards(run_dir)) + len(todo)
+    total = len(resultfiles.done_shards(run_dir)) + len(todo)
     try:
         with _storage(run_dir, total), \
                 _progress(execution.progress, sum(len(s.refs) for s in todo), pool) as (bar, task_id):
-            return dispatch(actors, todo, write, execution.max_attempts, execution.max_restarts, check=wrong,
-                            placement_seconds=execution.placement_timeout)
+            result = dispatch(actors, todo, write, execution.max_attempts, execution.max_restarts, check=wrong,
+                              placement_seconds=execution.placement_timeout)
+            result.capped = pool.capped(execution.workers)
+            return result
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)

@@ -22,6 +22,48 @@ def _at_least(field: str, value: float, low: float) -> None:
         raise HarnessError(f"{field} must be at least {low:g}, not {value:g}")
 
 
+def _gb(size: float) -> str:
+    """Bytes, readable: 0.6 MB, 38 MB, 1.2 GB, 2,408 GB."""
+    unit, scale = ("GB", 1e9) if size >= 1e8 else ("MB", 1e6)
+    return f"{size / scale:,.0f} {unit}" if size >= 10 * scale else f"{size / scale:.1f} {unit}"
+
+
+def _at_most(field: str, value: float, high: float, why: str) -> None:
+    """Sizes are checked before a run starts: an absurd one would otherwise grow memory (or a row's
+    loss curve) until the worker dies, far into the run."""
+    if value > high:
+        shown = value if isinstance(value, int) else f"{value:g}"
+        raise HarnessError(f"{field} must be at most {high:g}, not {shown} ({why})")
+
+
+# Upper bounds of the size settings: 10 to 50 times (or more) the largest value an author uses, so no
+# real experiment is refused; where memory is the reason, the message says how much.
+MAX_VIEWS = 2048
+"""TPT's views: 64 in every author's scripts; a view of a 224 px teacher is 0.6 MB of float32 pixels."""
+MAX_STEPS = 20000
+"""Optimiser steps per sample: 17 times the APM demo's 1200 (TPT's family uses 1 to 3)."""
+MAX_ITERATIONS = 250
+"""MTA's rounds and inner iterations: 50 times the authors' 5."""
+MAX_IMAGE_SIZE = 8192
+"""APM's input side: 18 times the paper's 448."""
+MAX_WIDTH = 65536
+"""APM's hidden and RGB-head widths: 16 times the paper's widest, 4096."""
+MAX_HEADS = 256
+"""APM's pooling heads: 32 times the paper's 8."""
+MAX_COPIES = 256
+"""APM's copies of the image per step: 32 times the demo's 8."""
+MAX_BATCH = 1024
+"""APM's samples trained together (a harness setting; 0 picks what fits, at most 16 on a CPU)."""
+MAX_CHUNK = 65536
+"""APM's locations per chunk: 64 times the paper's 1024 (32 x 32)."""
+MAX_BLOCKS = 128
+"""TTL's adapted blocks: 43 times the authors' 3; open_clip's deepest image tower has 48."""
+MAX_RANK = 2048
+"""TTL's LoRA rank: 128 times the authors' 16, wider than any open_clip image tower (ViT-bigG-14: 1664)."""
+MAX_SAMPLE_K = 1000
+"""RLCF's classes per view: 333 times the scripts' 3; it is clipped to the task's classes anyway."""
+
+
 @dataclass(frozen=True)
 class ApmConfig:
     """The reconstructed APM (Modi & Rawat, NeurIPS 2024; docs/apm-method.md)."""
@@ -74,6 +116,23 @@ class ApmConfig:
             _at_least(name, getattr(self, name), 1)
         if not self.hidden or min(self.hidden) < 1:
             raise HarnessError(f"hidden must be positive widths, not {self.hidden}")
+        side = self.image_size
+        _at_most("image_size", side, MAX_IMAGE_SIZE, f"a {side} px image is {_gb(3 * side * side * 4 * self.copies)} "
+                 f"of float32 pixels per step, before the network's activations")
+        _at_most("patch_size", self.patch_size, side, "a patch cannot be larger than the image")
+        for name, width in [("hidden", w) for w in self.hidden] + [("rgb_hidden", self.rgb_hidden)]:
+            _at_most(name, width, MAX_WIDTH, f"a layer {width} wide after another as wide holds "
+                     f"{_gb(16 * width * width)} of weights, gradients and Adam state")
+        _at_most("heads", self.heads, MAX_HEADS, "each head takes a slice of the teacher's embedding, "
+                 "768 wide for ViT-B-16")
+        _at_most("copies", self.copies, MAX_COPIES, f"each copy is another {side} px image through the network at "
+                 "every step")
+        _at_most("chunk_size", self.chunk_size, MAX_CHUNK, "a chunk holds each of its locations' activations "
+                 "through every hidden layer")
+        _at_most("steps", self.steps, MAX_STEPS, "each step's loss is kept in the sample's row")
+        _at_least("batch_size", self.batch_size, 0)
+        _at_most("batch_size", self.batch_size, MAX_BATCH, "each sample of a batch trains its own network: at the "
+                 "paper's size 0.35 GB of weights, gradients and Adam state each")
 
 
 @dataclass(frozen=True)
@@ -91,6 +150,8 @@ class ViewsConfig:
     def __post_init__(self) -> None:
         _one_of("augmix", self.augmix, AUGMIX_CHOICES)
         _at_least("views", self.views, 2)
+        _at_most("views", self.views, MAX_VIEWS, f"a sample's views are made at once: {self.views} of a 224 px "
+                 f"teacher are {_gb(self.views * 3 * 224 * 224 * 4)} of pixels, and the next samples' are made ahead")
         if not 0 < self.min_scale <= 1:
             raise HarnessError(f"min_scale must lie in (0, 1], not {self.min_scale:g}")
 
@@ -115,6 +176,7 @@ class TptConfig(ViewsConfig):
         if not 0 < self.top <= 1:
             raise HarnessError(f"top must lie in (0, 1], not {self.top:g}")
         _at_least("steps", self.steps, 0)
+        _at_most("steps", self.steps, MAX_STEPS, "each step's loss is kept in the sample's row")
 
 
 @dataclass(frozen=True)
@@ -141,6 +203,12 @@ class RtptConfig(TptConfig):
     get_top_sim)."""
     temperature: float = 0.01
     """Weights = softmax(reliability / temperature) over the views (0.01 in the code)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least("neighbours", self.neighbours, 1)
+        _at_most("neighbours", self.neighbours, MAX_VIEWS, "a view has at most views - 1 others, and views are "
+                 f"at most {MAX_VIEWS}")
 
 
 @dataclass(frozen=True)
@@ -211,6 +279,10 @@ class MtaConfig(ViewsConfig):
             raise HarnessError(f"lambda_y must be positive, not {self.lambda_y:g}")
         _at_least("outer_steps", self.outer_steps, 1)
         _at_least("inner_steps", self.inner_steps, 1)
+        for name in ("outer_steps", "inner_steps"):
+            _at_most(name, getattr(self, name), MAX_ITERATIONS, "each iteration is a views x views update")
+        if not 0 <= self.neighbours <= 1:  # above 1 asks for more neighbours than a view has
+            raise HarnessError(f"neighbours must lie in [0, 1], not {self.neighbours:g} (a fraction of the other views)")
 
 
 @dataclass(frozen=True)
@@ -241,6 +313,9 @@ class TtlConfig(ViewsConfig):
         _at_least("blocks", self.blocks, 1)
         _at_least("rank", self.rank, 1)
         _at_least("steps", self.steps, 0)
+        _at_most("blocks", self.blocks, MAX_BLOCKS, "deeper than any open_clip image tower")
+        _at_most("rank", self.rank, MAX_RANK, "wider than any open_clip image tower: no longer low rank")
+        _at_most("steps", self.steps, MAX_STEPS, "each step's loss is kept in the sample's row")
 
 
 @dataclass(frozen=True)
@@ -271,6 +346,7 @@ class RlcfConfig(TptConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least("sample_k", self.sample_k, 1)
+        _at_most("sample_k", self.sample_k, MAX_SAMPLE_K, "classes per confident view; ImageNet has 1000")
 
     EXTRA_TEACHER_HINT = "offline, --set rlcf.reward_model=teacher rewards with the run's own teacher"
 

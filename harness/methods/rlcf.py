@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from harness.config import TeacherConfig
+from harness.models.teacher_config import TeacherConfig
 from harness.methods.base import Outcome, SampleInput
 from harness.methods.configs import RlcfConfig
 from harness.methods.episodic import normalisation, prompt_templates

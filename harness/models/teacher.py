@@ -3,6 +3,8 @@ zero-shot text classifier, cached per (class names, templates) so it is built on
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from harness.config import TeacherConfig
+from harness.models.teacher_config import TeacherConfig
 from harness.errors import HarnessError
 from harness.flops import count_flops
 from harness.precision import autocast
@@ -89,6 +91,22 @@ class Teacher:
 
 
 
+def _refused(config: TeacherConfig, exc: pickle.UnpicklingError) -> str:
+    """torch's weights_only refusal is a page of advice ending in `add_safe_globals`, which would run
+    the file's code: one line instead, naming the weights and what they hold."""
+    name = f"--model {config.model} --pretrained {config.pretrained}"
+    text = str(exc)
+    if "Weights only load failed" not in text:  # not a refusal: a damaged file
+        first = (text.strip().splitlines() or [type(exc).__name__])[0]
+        return f"cannot load teacher {name}: its weights are not a readable checkpoint ({first})"
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    detail = re.search(r"WeightsUnpickler error:\s*([^\n]{1,200})", text)
+    what = f" (it holds {found[1]})" if found else f" (torch: {detail[1].strip()})" if detail else ""
+    return (f"cannot load teacher {name}: its weights were refused because they are not plain tensors{what}; "
+            "they load only with torch.load(weights_only=False), which runs code from the file: use a "
+            "safetensors copy, or tensors saved with torch.save(model.state_dict())")
+
+
 def load_teacher(config: TeacherConfig, device: str | torch.device = "cpu") -> Teacher:
     device = torch.device(device)
     source = resolve_source(config.model, config.pretrained)
@@ -98,6 +116,11 @@ def load_teacher(config: TeacherConfig, device: str | torch.device = "cpu") -> T
             model, _, preprocess = open_clip.create_model_and_transforms(
                 source.model_name, pretrained=source.pretrained, device=device, weights_only=True
             )
+        except pickle.UnpicklingError as exc:
+            raise HarnessError(_refused(config, exc)) from None
+        except EOFError:
+            raise HarnessError(f"cannot load teacher --model {config.model} --pretrained {config.pretrained}: "
+                               "its weights file ends too soon (empty, or cut short)") from None
         except (RuntimeError, OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise HarnessError(

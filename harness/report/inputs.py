@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import rundir, store
+from harness import resultfiles, rundir
 from harness.errors import HarnessError
 from harness.report.rowset import Orders, RowSet
 
@@ -78,20 +78,26 @@ SELECT EXISTS (
 cells that two runs share are looked at sample by sample, so disjoint runs cost one small query."""
 
 
-def newest_run_with_rows(root: Path) -> tuple[Path, int]:
-    """The newest run under `root` (by start time) that has at least one finished shard, and how many
-    newer runs had none."""
-    runs = sorted((p.parent for p in root.glob(f"*/{store.MANIFEST}")),
-                  key=lambda d: (store.read_manifest(d).get("started", ""), d.name), reverse=True)
-    if not runs:
-        raise HarnessError(f"no runs under {root}/ (run `apm-bench run` first, or name a run directory)")
+def newest_run_with_rows(root: Path) -> tuple[Path, int, tuple[str, ...]]:
+    """The newest run under `root` (by start time) that has at least one finished shard, how many
+    newer runs had none, and a note for each run that could not be read (skipped, not fatal)."""
+    found, unreadable = [], []
+    for path in root.glob(f"*/{rundir.MANIFEST}"):
+        try:
+            found.append((rundir.read_manifest(path.parent).get("started") or "", path.parent.name, path.parent))
+        except HarnessError as exc:
+            unreadable.append(f"Skipped a run that cannot be read: {exc}")
+    if not found:
+        raise HarnessError(f"no runs under {root}/ (run `apm-bench run` first, or name a run directory)"
+                           + (f"; {len(unreadable)} unreadable" if unreadable else ""))
+    runs = [run_dir for _, _, run_dir in sorted(found, key=lambda f: (str(f[0]), f[1]), reverse=True)]
     for skipped, run_dir in enumerate(runs):
-        if rundir.row_files(run_dir):
-            return run_dir, skipped
+        if resultfiles.row_files(run_dir):
+            return run_dir, skipped, tuple(unreadable)
     raise HarnessError(f"no run under {root}/ has a finished shard yet ({len(runs)} run(s) without any)")
 
 
-def _unverified(run_dir: Path, verdict: rundir.Verdict, allow_incomplete: bool) -> str:
+def _unverified(run_dir: Path, verdict: resultfiles.Verdict, allow_incomplete: bool) -> str:
     first, reason = verdict.bad[0]
     more = f" (and {len(verdict.bad) - 1} more file(s))" if len(verdict.bad) > 1 else ""
     if not allow_incomplete:
@@ -114,18 +120,19 @@ def _orders(manifests: list[dict], runs: list[str]) -> Orders:
 
 def read_report_input(run_dirs: list[Path] | None, root: Path, allow_incomplete: bool = False) -> ReportInput:
     """The rows of `run_dirs` (default: the newest run with rows under `root`), every result file
-    verified first (harness.rundir.verify): a file that fails stops the report with one line naming it
+    verified first (harness.resultfiles.verify): a file that fails stops the report with one line naming it
     and the repair, unless `allow_incomplete`, which reports the rest and says so in the notes."""
     notes = []
     if not run_dirs:
-        newest, skipped = newest_run_with_rows(root)
+        newest, skipped, unreadable = newest_run_with_rows(root)
         run_dirs = [newest]
+        notes += unreadable
         if skipped:
             notes.append(f"Skipped {skipped} newer run(s) under {root}/ without any finished shard.")
     reads, manifests, files = [], [], []
     for run_dir in run_dirs:
-        manifest = store.read_manifest(run_dir)
-        verdict = rundir.verify(run_dir, manifest.get("fingerprint"))
+        manifest = rundir.read_manifest(run_dir)
+        verdict = resultfiles.verify(run_dir, manifest.get("fingerprint"))
         if verdict.bad:
             notes.append(_unverified(run_dir, verdict, allow_incomplete))
         found = [str(p) for p in verdict.files]

@@ -15,6 +15,7 @@ from harness.report.accuracy import METRICS, cells, pivot
 from harness.report.htmldoc import html_document
 from harness.report.rowset import RowSet
 from harness.report.stats import RESAMPLES
+from harness.text import markdown_cell
 
 Rows = RowSet | pd.DataFrame
 Renderer = Callable[[Rows, int, int], str]
@@ -22,14 +23,16 @@ Renderer = Callable[[Rows, int, int], str]
 FORMATS: Registry[Renderer] = Registry("format (--format)")
 
 
-def _tabulated(fmt: str) -> Renderer:
-    """One titled table per metric (top-1 first), each a method x task pivot."""
+def _tabulated(fmt: str, cell: Callable[[str], str] = str) -> Renderer:
+    """One titled table per metric (top-1 first), each a method x task pivot; `cell` escapes each
+    header and cell for the format where tabulate does not (markdown: names may hold `|` or HTML)."""
 
     def render(rows: Rows, seed: int = 0, resamples: int = RESAMPLES) -> str:
         long = cells(rows)
         parts = []
         for metric, title in METRICS.items():
             headers, body = pivot(long, metric, seed, resamples)
+            headers, body = [cell(h) for h in headers], [[cell(c) for c in line] for line in body]
             parts.append(f"{title}\n\n" + tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True))
         return "\n\n".join(parts)
 
@@ -40,7 +43,7 @@ def _html(rows: Rows, seed: int = 0, resamples: int = RESAMPLES) -> str:
     return html_document("apm-bench report: method x task", _tabulated("html")(rows, seed, resamples))
 
 
-FORMATS.add("markdown", _tabulated("github"))
+FORMATS.add("markdown", _tabulated("github", markdown_cell))  # tabulate escapes LaTeX and HTML itself
 FORMATS.add("latex", _tabulated("latex_booktabs"))
 FORMATS.add("html", _html)
 FORMATS.add("csv", lambda rows, seed=0, resamples=RESAMPLES: cells(rows).to_csv(index=False, float_format="%.4f"))

@@ -18,6 +18,7 @@ from harness.report.cost import CostLine
 from harness.report.htmldoc import html_document
 from harness.report.paper import Cell, Line, PaperReport, flatten
 from harness.report.tables import BASELINE, method_label
+from harness.text import markdown_cell
 
 PaperRenderer = Callable[[PaperReport], str]
 PAPER_FORMATS: Registry[PaperRenderer] = Registry("format (--format)")
@@ -83,13 +84,17 @@ def sections(report: PaperReport) -> list[tuple[str, tuple[str, ...], list[list[
 
 
 def markdown(report: PaperReport) -> str:
+    """Every title, header, cell and note escaped (harness.text.markdown_cell): labels, teachers and
+    notes carry method, task and teacher names and paths, which tabulate's markdown passes on raw."""
     parts = []
     for level, (title, headers, body, notes) in zip(("###", "####", "####"), sections(report)):
-        parts.append(f"{level} {title}")
+        parts.append(f"{level} {markdown_cell(title)}")
         if body:
-            parts.append(tabulate(body, headers=headers, tablefmt="github", disable_numparse=True))
+            parts.append(tabulate([[markdown_cell(c) for c in line] for line in body],
+                                  headers=[markdown_cell(h) for h in headers], tablefmt="github",
+                                  disable_numparse=True))
         if notes:
-            parts.append("\n".join(f"- {n}" for n in notes))
+            parts.append("\n".join(f"- {markdown_cell(n)}" for n in notes))
     return "\n\n".join(parts)
 
 

@@ -18,6 +18,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from harness.errors import HarnessError
 from harness.store import SCHEMA
 
 VIEW_COLUMNS = ("run_id", "task", "sample_id", "label", "method", "model", "pretrained", "correct", "top5_correct",
@@ -53,7 +54,7 @@ class RowSet:
         """Rows of Parquet files written in the store's schema (older files lacking a column read it as
         null). `run_labels`: each row's `run` is its run id (runs side by side); else "" (pooled)."""
         connection = _connect()
-        relation = connection.read_parquet(list(files), union_by_name=True)
+        relation = connection.read_parquet([literal_path(f) for f in files], union_by_name=True)
         relation.create_view("parquet_rows")
         present = set(relation.columns)
         columns = [c if c in present else f"NULL::{_duck_type(c)} AS {c}" for c in VIEW_COLUMNS]  # older files
@@ -63,7 +64,7 @@ class RowSet:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> RowSet:
-        """A DataFrame of rows (store.read_rows), with or without a `run` column."""
+        """A DataFrame of rows (resultfiles.read_rows), with or without a `run` column."""
         if "run" not in frame.columns:
             frame = frame.assign(run="")
         fields = [pa.field("run", pa.string()), *(SCHEMA.field(c) for c in VIEW_COLUMNS)]
@@ -100,7 +101,18 @@ def as_rowset(rows: RowSet | pd.DataFrame) -> RowSet:
 def _connect() -> duckdb.DuckDBPyConnection:
     threads = max(1, os.cpu_count() or 1)
     limit = os.environ.get(MEMORY_LIMIT_ENV, "2GB")
-    return duckdb.connect(config={"threads": threads, "memory_limit": limit})
+    try:
+        return duckdb.connect(config={"threads": threads, "memory_limit": limit})
+    except duckdb.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise HarnessError(f"{MEMORY_LIMIT_ENV}={limit!r} is not a memory size such as 2GB or 500MB ({first})") from None
+
+
+def literal_path(path: str) -> str:
+    """`path` as a DuckDB file pattern that matches only itself. DuckDB's readers expand `*`, `?` and
+    `[...]` in every path they are given, so the report of run `h[12]` would read the files of run
+    `h1`; inside brackets each of those characters stands for itself."""
+    return "".join(f"[{c}]" if c in "[*?" else c for c in str(path))
 
 
 def in_list(values: Sequence[str]) -> tuple[str, list[str]]:

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from harness.errors import HarnessError
-from harness.rundir import SEGMENTS, row_files, segment_shards
-from harness.store import MANIFEST, read_manifest
+from harness.resultfiles import row_files, segment_shards
+from harness.rundir import MANIFEST, SEGMENTS, read_manifest
 
 HEADERS = ("run", "suite", "teacher", "methods", "samples", "shards finished", "unfinished", "failed", "started")
 """The table's columns; finished / unfinished / failed count shards."""
