@@ -160,6 +160,8 @@ def run(
         echo(f"ran again the {summary.rerun} shard(s) only those files held", err=True)
     if summary.capped:
         echo(f"note: {summary.capped}", err=True)
+    for line in summary.retired:
+        echo(f"note: {line}", err=True)
     if summary.unplaced:
         echo(f"note: {summary.unplaced} worker(s) were never placed (the cluster's GPUs or CPUs were taken); "
              "the others ran every shard", err=True)

@@ -2,10 +2,13 @@
 
     python bench/bench_ttt.py            # about 3-4 minutes on 2 CPU cores
     python bench/bench_ttt.py --quick    # fewer samples, for a smoke check
+    python bench/bench_ttt.py --draws    # only (f), about a minute
 
 Prints (a) samples/s one-at-a-time vs batched and the ratio, (b) `apm-bench run` end to end vs a
-bare torch loop doing the same work, (c) 1 vs 2 workers, (d) peak memory of each TTT mode, and
-(e) per-sample cost and FLOPs per step at the paper's default size (448 px, 32x32 grid, 20 steps).
+bare torch loop doing the same work, (c) 1 vs 2 workers, (d) peak memory of each TTT mode,
+(e) per-sample cost and FLOPs per step at the paper's default size (448 px, 32x32 grid, 20 steps), and
+(f) the compute thread's seconds per sample for APM's initial weights at that size, drawn inline vs
+drawn ahead on a data thread (harness/models/apm_init.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -29,7 +33,8 @@ from harness.flops import count_flops
 from harness.methods.apm import apm_transform, run_ttt
 from harness.methods.base import score
 from harness.models.apm import ApmNet
-from harness.models.apm_batched import train_batched
+from harness.models.apm_batched import BatchedApm, train_batched
+from harness.models.apm_init import GroupDraws
 from harness.models.teacher import load_teacher
 from tasks.synthetic import SyntheticTask
 
@@ -80,7 +85,7 @@ def bare_loop(per_class: int) -> float:
         images = [task.load(r).image for r in refs[s : s + 16]]
         targets = teacher.encode_images(torch.stack([teacher.preprocess(i) for i in images]))
         pixels = torch.stack([transform(i) for i in images])
-        embeddings, _ = train_batched(net, pixels, targets, list(range(s, s + len(images))))
+        embeddings = train_batched(net, pixels, targets, list(range(s, s + len(images)))).embeddings
         score(embeddings, classifier, teacher.logit_scale)
     return time.perf_counter() - start
 
@@ -117,11 +122,72 @@ def paper_size(device: str) -> dict:
     return {"seconds": time.perf_counter() - start, "gflops_per_step": step / 1e9}
 
 
+def draw_cost(width: int, batch: int = 4, device: str = "cpu", repeats: int = 3) -> dict:
+    """Compute-thread seconds per sample spent on APM's initial weights at the paper's size, for a
+    batch of `batch` and for one-at-a-time training: `inline`, drawn on the compute thread (the only
+    way before issue #21; still the way without data threads), and `ahead`, submitted to one data
+    thread, which draws while the previous group trains - stood in for here by a sleep three times as
+    long as the drawing (a paper-size group trains for far longer than that, on a CPU and on a GPU
+    alike) - so the compute thread only submits, hands the draws over and copies them in.
+    `data_thread` is what a data thread spends per sample instead: the rate one of them keeps up with.
+    The best of `repeats`, as the machine may be shared."""
+    torch.set_num_threads(1)
+    net = ApmNet(ApmConfig(), width).to(device)
+    seeds = list(range(100, 100 + batch))
+    pin = device == "cuda"
+
+    def timed(work) -> float:
+        """Freeing what `work` made (the parameters, after training) is left out of its time."""
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        made = work()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        del made
+        return seconds
+
+    def best(measure) -> float:
+        return min(measure() for _ in range(repeats))
+
+    inline = best(lambda: timed(lambda: BatchedApm(net, seeds))) / batch
+    inline_one = best(lambda: timed(lambda: net.reset_parameters(seeds[0])))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="draws") as pool:
+        data_thread = best(lambda: timed(lambda: GroupDraws(net.draw_plan(True), seeds, pool, pin).take())) / batch
+
+        def ahead(plan_batched: bool, group: list[int], use) -> float:
+            start = time.perf_counter()
+            draws = GroupDraws(net.draw_plan(plan_batched), group, pool, pin)  # submitting is compute-thread work
+            submit = time.perf_counter() - start
+            time.sleep(3 * data_thread * len(group))  # the previous group trains meanwhile
+            return (submit + timed(lambda: use(draws.take()))) / len(group)
+
+        ahead_batch = best(lambda: ahead(True, seeds, lambda drawn: BatchedApm(net, seeds, drawn)))
+        ahead_one = best(lambda: ahead(False, seeds[:1], lambda drawn: net.reset_parameters(seeds[0], drawn)))
+    return {"inline": inline, "ahead": ahead_batch, "inline_one": inline_one, "ahead_one": ahead_one,
+            "data_thread": data_thread}
+
+
+def print_draw_costs() -> None:
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        for width in (512, 768):
+            cost = draw_cost(width, device=device)
+            print(f"(f) initial weights, paper size, {width}-wide teacher, {device}: compute thread "
+                  f"{cost['inline']:.3f} s/sample inline -> {cost['ahead'] * 1e3:.2f} ms drawn ahead (batch of 4), "
+                  f"{cost['inline_one']:.3f} s -> {cost['ahead_one'] * 1e3:.1f} ms one at a time; "
+                  f"a data thread spends {cost['data_thread']:.3f} s/sample")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", nargs="+")
+    parser.add_argument("--draws", action="store_true", help="only (f): the initial weights' cost")
     args = parser.parse_args()
+    if args.draws:
+        print_draw_costs()
+        return
     if args.child:  # a measurement run by in_child
         kind, per_class = args.child[0], int(args.child[1])
         print(json.dumps(ttt_rate(kind, per_class) if kind in ("single", "batched") else {"seconds": bare_loop(per_class)}))
@@ -149,6 +215,7 @@ def main() -> None:
         print(f"(e) paper size on {device}: {cost['seconds']:.2f} s per sample (20 steps, one at a time), "
               f"{cost['gflops_per_step']:.1f} GFLOPs per training step, "
               f"{1 / cost['seconds']:.2f} samples/s")
+    print_draw_costs()
 
 
 if __name__ == "__main__":

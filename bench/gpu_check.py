@@ -72,7 +72,7 @@ def main() -> None:
     for recipe in ("spec", "demo"):
         net = ApmNet(ApmConfig(image_size=64, patch_size=8, hidden=(256, 256, 128), steps=20, lr=1e-3,
                                recipe=recipe), 64).cuda()
-        embeddings, _ = train_batched(net, x, targets, list(range(8)))
+        embeddings = train_batched(net, x, targets, list(range(8))).embeddings
         alone = run_ttt(net, x[3], targets[3], seed=3)
         diff = (embeddings[3] - alone.embedding).abs().max().item()
         check(f"{recipe} recipe: batched = one at a time on cuda", diff < 1e-3, f"max |embedding diff| {diff:.2e}")

@@ -26,12 +26,14 @@ def effective_precision(device_type: str, precision: str) -> str:
 
 
 def set_tf32(device: torch.device, precision: str) -> None:
-    """fp32 means fp32: CUDA matmuls and cuDNN convolutions otherwise run in TF32 (10-bit mantissa)
-    by default. Under fp16/bf16 autocast TF32 is allowed, as torch allows it."""
+    """TF32 off on CUDA for every run, whatever `precision` asks of the networks. CUDA matmuls and
+    cuDNN convolutions otherwise run fp32 work in TF32 (10-bit mantissa), and fp32 work remains under
+    fp16/bf16 too: scoring, losses and whatever autocast leaves in fp32 must stay fp32. Nothing is lost
+    by it: the fp16/bf16 matmuls inside autocast never use TF32. `precision` is kept for the caller's
+    sake; it no longer changes anything."""
     if device.type == "cuda":
-        allowed = precision != "fp32"
-        torch.backends.cuda.matmul.allow_tf32 = allowed
-        torch.backends.cudnn.allow_tf32 = allowed
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
 
 def now(device: torch.device) -> float:

@@ -18,7 +18,8 @@ assert tuple(AUTOCAST_DTYPES) == PRECISIONS, "every --precision needs an autocas
 
 GRAD_SCALER_INIT = 1000.0
 """TPT's GradScaler(init_scale=1000); the APM demo keeps torch's default, which only differs until the
-first overflow. One fresh scaler per sample, so no sample depends on its predecessors."""
+first overflow. One fresh scaler per sample, so no sample depends on its predecessors; a batch of APMs
+keeps one scale per sample (harness/models/loss_scale.py), so none depends on its batchmates either."""
 
 
 def check_precision(precision: str) -> str:
@@ -35,8 +36,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def loss_scaling(device: torch.device, precision: str) -> bool:
+    """Whether training steps scale their loss: fp16 on CUDA, the only place autocast computes fp16."""
+    return check_precision(precision) == "fp16" and device.type == "cuda"
+
+
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """Loss scaling for fp16 training steps on CUDA (fp16 gradients underflow without it); a
     pass-through everywhere else, so callers use one code path."""
-    enabled = precision == "fp16" and device.type == "cuda"
-    return torch.amp.GradScaler(device.type, init_scale=GRAD_SCALER_INIT, enabled=enabled)
+    return torch.amp.GradScaler(device.type, init_scale=GRAD_SCALER_INIT, enabled=loss_scaling(device, precision))

@@ -88,3 +88,21 @@ def siglip_dir(tmp_path_factory) -> Path:
     model = open_clip.create_model("local-dir:" + str(out), load_weights=False)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
     return out
+
+
+def squeeze_apm_batches(monkeypatch, most: int) -> None:
+    """The device holds at most `most` samples' APMs: a larger batch raises CUDA's out-of-memory error
+    (on the CPU too), as a full GPU would, where APM's batches are trained."""
+    import torch
+
+    from harness.methods import apm
+
+    real = apm.train_batched
+
+    def tight(net, pixels, *args, **kwargs):
+        if len(pixels) > most:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(net, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(apm, "train_batched", tight)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)

@@ -27,7 +27,7 @@ def test_batched_training_equals_one_at_a_time(config):
     torch.manual_seed(0)
     net = ApmNet(config, 32)
     pixels, targets, seeds = torch.randn(5, 3, 64, 64), torch.randn(5, 32), [11, 12, 13, 14, 15]
-    embeddings, losses = train_batched(net, pixels, targets, seeds)
+    embeddings, losses, _ = train_batched(net, pixels, targets, seeds)
     assert losses.shape == (5, 12)
     for b in range(5):
         alone = run_ttt(net, pixels[b], targets[b], seeds[b])
@@ -49,7 +49,7 @@ def test_a_diverging_sample_leaves_its_neighbours_alone():
     targets = torch.randn(3, 32)
     targets[1, 0] = float("inf")
     pixels = torch.randn(3, 3, 64, 64)
-    embeddings, losses = train_batched(net, pixels, targets, [1, 2, 3])
+    embeddings, losses, _ = train_batched(net, pixels, targets, [1, 2, 3])
     assert not torch.isfinite(losses[1]).all()
     assert torch.isfinite(losses[[0, 2]]).all()
     torch.testing.assert_close(losses[2], torch.tensor(run_ttt(net, pixels[2], targets[2], 3).losses), rtol=1e-4, atol=1e-6)

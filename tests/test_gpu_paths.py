@@ -13,28 +13,35 @@ from harness.config import ExecConfig, RunConfig
 from harness.methods.configs import ApmConfig
 from harness.device import PeakMemory, effective_precision, is_device_error, now, set_tf32
 from harness.engine import runner
-from harness.engine.pool import device_type, plan_pool
+from harness.engine.pool import NodeResources, device_type, plan_pool
 from harness.engine.shards import Shard, plan_shards
 from harness.engine.worker import RunIdentity, ShardWorker
 from harness.errors import HarnessError
 from harness.flops import count_flops
 from harness.methods import apm as apm_module
 from tasks.registry import resolve_task
+from conftest import squeeze_apm_batches
 
 NODE = {"CPU": 32.0, "GPU": 8.0}
 
 
+def _node(total: dict, free: dict | None = None, node_id: str = "a") -> NodeResources:
+    return NodeResources(node_id, total, total if free is None else free, f"node {node_id}")
+
+
 def test_the_pool_holds_only_workers_the_cluster_can_place():
-    assert plan_pool("cuda", [NODE], NODE, shards=100).workers == 8  # 4 CPUs each: the node's 32 / 8 GPUs
-    assert plan_pool("cuda", [NODE], NODE, 100).cpus == 4 and plan_pool("cuda", [NODE], NODE, 100).data_threads == 4
-    assert plan_pool("cuda", [NODE], NODE, 100, cpus_per_worker=8).workers == 4  # the old hang: 8 actors, room for 4
-    assert plan_pool("cuda", [NODE], {"CPU": 32, "GPU": 3}, 100).workers == 3  # another job holds 5 GPUs
-    assert plan_pool("cuda", [NODE, {"CPU": 4, "GPU": 4}], {"CPU": 36, "GPU": 12}, 100).workers == 12  # 1 CPU each
-    assert plan_pool("cuda", [NODE], NODE, 100, workers=2).workers == 2
-    assert plan_pool("cuda", [NODE], NODE, shards=3).workers == 3
-    assert plan_pool("cpu", [{"CPU": 8}], {"CPU": 8}, 100, threads=2).workers == 4
+    node = _node(NODE)
+    assert plan_pool("cuda", [node], shards=100).workers == 8  # 4 CPUs each: the node's 32 / 8 GPUs
+    share = plan_pool("cuda", [node], 100).shares[0]
+    assert share.cpus == 4 and plan_pool("cuda", [node], 100).data_threads(share) == 4 and share.node_id == "a"
+    assert plan_pool("cuda", [node], 100, cpus_per_worker=8).workers == 4  # the old hang: 8 actors, room for 4
+    assert plan_pool("cuda", [_node(NODE, {"CPU": 32, "GPU": 3})], 100).workers == 3  # another job holds 5 GPUs
+    assert plan_pool("cuda", [node, _node({"CPU": 4, "GPU": 4}, node_id="b")], 100).workers == 12  # 8 + 4 of 1 CPU
+    assert plan_pool("cuda", [node], 100, workers=2).workers == 2
+    assert plan_pool("cuda", [node], shards=3).workers == 3
+    assert plan_pool("cpu", [_node({"CPU": 8})], 100, threads=2).workers == 4
     with pytest.raises(HarnessError, match="no GPU worker can be placed: each needs 1 GPU and 40 CPU"):
-        plan_pool("cuda", [NODE], NODE, 100, cpus_per_worker=40)
+        plan_pool("cuda", [node], 100, cpus_per_worker=40)
     assert device_type("auto", 8) == "cuda" and device_type("auto", 0) == "cpu" and device_type("cpu", 8) == "cpu"
     with pytest.raises(HarnessError, match="--device cuda, but the Ray cluster has no GPU"):
         device_type("cuda", 0)
@@ -43,6 +50,7 @@ def test_the_pool_holds_only_workers_the_cluster_can_place():
 ECHO = """
 import json, ray
 from harness.engine.dispatch import dispatch
+from harness.engine.placement import cluster_nodes
 from harness.engine.pool import plan_pool
 from harness.engine.shards import Shard
 from harness.store import SCHEMA
@@ -54,8 +62,7 @@ class Echo:
 
 ray.init(address="local", num_cpus=2, num_gpus=8, include_dashboard=False, _node_ip_address="127.0.0.1",
          log_to_driver=False)
-nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-pool = plan_pool("cuda", nodes, ray.available_resources(), 40, cpus_per_worker=1)
+pool = plan_pool("cuda", cluster_nodes(), 40, cpus_per_worker=1)
 # what the runner did before: one actor per GPU, 1 CPU each, on a node with 2 CPUs: 6 can never be placed
 actors = [ray.remote(num_cpus=1, num_gpus=1)(Echo).remote() for _ in range(8)]
 written = []
@@ -86,13 +93,17 @@ def test_the_device_and_effective_precision_are_in_the_fingerprint_and_rows(monk
         runner._with_device(made_on_cuda, ExecConfig(device="cpu"), None)
 
 
-def test_fp32_on_cuda_turns_tf32_off_and_reduced_precision_allows_it():
+def test_tf32_is_off_on_cuda_whatever_the_precision():
+    """fp32 scoring and losses run under fp16/bf16 runs too; the reduced-precision matmuls inside
+    autocast never used TF32, so TF32 only ever changed the fp32 work."""
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
-        set_tf32(torch.device("cuda"), "fp32")
+        for precision in ("fp32", "bf16", "fp16"):
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = True, True
+            set_tf32(torch.device("cuda"), precision)
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False), precision
+        set_tf32(torch.device("cpu"), "fp32")  # a CPU worker leaves the process's CUDA settings alone
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
-        set_tf32(torch.device("cuda"), "bf16")
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
@@ -147,15 +158,7 @@ def test_out_of_memory_halves_the_apm_batch_and_trains_again(monkeypatch):
     config = ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=3, lr=1e-3, batch_size=8)
     teacher, task, samples = _samples(8)
     small = apm_module.ApmMethod(dataclasses.replace(config, batch_size=2)).evaluate(teacher, task, samples)
-    real = apm_module.train_batched
-
-    def tight(net, pixels, *args):  # the device holds at most 2 samples' APMs
-        if len(pixels) > 2:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(net, pixels, *args)
-
-    monkeypatch.setattr(apm_module, "train_batched", tight)
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    squeeze_apm_batches(monkeypatch, 2)
     method = apm_module.ApmMethod(config)
     outcomes = method.evaluate(teacher, task, samples)
     assert method._size_cap == 2 and {o.batch for o in outcomes} == {2}
@@ -185,16 +188,17 @@ def test_out_of_memory_chunks_tpts_views(monkeypatch):
     assert [x for o in chunked for x in o.losses] == pytest.approx([x for o in whole for x in o.losses], rel=1e-4)
 
 
-def test_errors_that_are_not_the_samples_fail_the_shard_not_its_rows(monkeypatch):
+def test_a_methods_error_is_its_own_rows_and_a_sticky_device_error_restarts_the_worker(monkeypatch):
     from harness.engine import worker as worker_module
 
     task = resolve_task("synthetic:1")
     config = RunConfig(tasks=("synthetic:1",), methods=("zeroshot", "apm"), settings=(("apm", ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=1)),))
     worker = ShardWorker(config, {task.name: task}, RunIdentity("r", "f", "c"))
     shard = Shard("s", task.name, tuple(task.samples()[:2]))
-    monkeypatch.setattr(worker.methods[1], "evaluate", lambda *a: (_ for _ in ()).throw(ValueError("a bug")))
-    with pytest.raises(ValueError, match="a bug"):  # retried by the driver, then recorded as a failed shard
-        worker.process(shard)
+    monkeypatch.setattr(worker.methods[1], "evaluate", lambda *a: (_ for _ in ()).throw(ValueError("a bug\nmore")))
+    rows = worker.process(shard).to_pylist()  # APM's bug is APM's rows; zero-shot's rows stand
+    assert [r["error"] for r in rows if r["method"] == "apm"] == ["ValueError: a bug"] * 2
+    assert all(r["error"] is None and r["prediction"] is not None for r in rows if r["method"] == "zeroshot")
     sticky = RuntimeError("CUDA error: an illegal memory access was encountered")
     assert is_device_error(sticky) and not is_device_error(ValueError("CUDA error"))
     restarted = []

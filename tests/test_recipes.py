@@ -30,7 +30,7 @@ def _constant_gradient_loop(recipe: str, steps: int, lr: float = 1e-4):
     def forward():
         return w.sum()[None], w.detach().clone()[None]
 
-    trajectory, last = train_steps([w], forward, 1, steps, lr, RECIPES.get(recipe), CPU, "fp32",
+    trajectory, last, _ = train_steps([w], forward, 1, steps, lr, RECIPES.get(recipe), CPU, "fp32",
                                    after_update=lambda _: seen.append(w.detach().clone()))
     return w, trajectory, last, [torch.zeros(1, dtype=torch.float64)] + seen
 

@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import interrupts, resultfiles, rundir
 from harness.config import ExecConfig, RunConfig
 from harness.engine.cluster import ray_session
-from harness.engine.dispatch import DispatchResult, dispatch, worker_failure
+from harness.engine.dispatch import DispatchResult, dispatch
+from harness.engine.placement import actor_options, cluster_nodes, placed
 from harness.engine.pool import PoolPlan, device_type, plan_pool
 from harness.engine.shards import Shard, plan_shards, task_key
 from harness.engine.worker import RunIdentity, ShardWorker
@@ -51,6 +52,8 @@ class RunSummary:
     """Shards that only those files held, run again and finished in this session."""
     capped: str | None = None
     """Why fewer workers ran than --workers asked for (the cluster could place no more)."""
+    retired: tuple[str, ...] = ()
+    """Workers retired while the others went on (a GPU that broke), each with its node, GPU and why."""
 
 
 SEGMENT_SHARDS = 256
@@ -256,6 +259,7 @@ def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: li
         repaired=tuple(f"{path.relative_to(run_dir)}: {reason}" for path, reason in verdict.bad),
         rerun=len(verdict.lost & resultfiles.done_shards(run_dir)),
         capped=result.capped,
+        retired=tuple(result.retired),
     )
 
 
@@ -287,39 +291,31 @@ def _dispatch(
 ) -> DispatchResult:
     import ray
 
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     before = ray.available_resources()
-    pool = plan_pool(config.device_type or "cpu", nodes, ray.available_resources(), len(todo), execution.workers,
+    pool = plan_pool(config.device_type or "cpu", cluster_nodes(), len(todo), execution.workers,
                      execution.threads_per_worker, execution.cpus_per_worker)
     # an `io` concurrency group lets an actor decode its next shard while it computes this one; the
     # subclass keeps ray out of worker.py, which must not import it before ray_session sets its env
-    prefetching = type("ShardActor", (ShardWorker,), {"prefetch": ray.method(concurrency_group="io")(ShardWorker.prefetch)})
-    actor_cls = ray.remote(concurrency_groups={"io": 1})(prefetching).options(
-        num_cpus=pool.cpus,
-        num_gpus=pool.gpus,
-        max_restarts=execution.max_restarts,  # a restarted actor reloads its teacher; we re-queue
-        max_task_retries=0,
-    )
-    actors = [actor_cls.remote(config, tasks, identity, pool.device, execution.threads_per_worker, pool.data_threads)
-              for _ in range(pool.workers)]
+    prefetching = type("ShardActor", (placed(ShardWorker),),
+                       {"prefetch": ray.method(concurrency_group="io")(ShardWorker.prefetch)})
+    actor_cls = ray.remote(concurrency_groups={"io": 1})(prefetching)
+    actors, names = [], []
+    for share in pool.shares:  # each node's workers sized from its own CPUs, and pinned there
+        sized = actor_cls.options(**actor_options(share, pool.gpus), max_restarts=execution.max_restarts,
+                                  max_task_retries=0)  # a restarted actor reloads its teacher; we re-queue
+        for _ in range(share.workers):
+            names.append(share.name or f"worker {len(actors) + 1}")
+            actors.append(sized.remote(config, tasks, identity, pool.device, execution.threads_per_worker,
+                                       pool.data_threads(share)))
 
-    # text classifiers are built once, by the first worker placed and loaded, and shipped to the others
-    # via the object store; each actor runs calls in order, so the others adopt them before their first shard
-    pings = {actor.info.remote(): actor for actor in actors}
-    ready, _ = ray.wait(list(pings), num_returns=1, timeout=execution.placement_timeout)
-    if not ready:
-        raise HarnessError(f"no worker was placed on the cluster within {execution.placement_timeout:.0f} s "
-                           f"({pool.describe()} asked for); nothing was run")
-    try:
-        ray.get(ready[0])
-    except ray.exceptions.RayActorError as exc:
-        raise worker_failure(exc) from exc
-    first = pings[ready[0]]
-    classifiers = first.text_classifiers.remote()
-    for actor in actors:
-        if actor is not first:
-            actor.adopt_classifiers.remote(classifiers)
-    interrupts.check()
+    def share_classifiers(first: int) -> None:
+        """Text classifiers are built once, by the first worker placed and loaded, and shipped to the
+        others via the object store; each actor runs calls in order, so the others adopt them before
+        their first shard (dispatch hands out none before this returns)."""
+        classifiers = actors[first].text_classifiers.remote()
+        for k, actor in enumerate(actors):
+            if k != first:
+                actor.adopt_classifiers.remote(classifiers)
 
     def write(shard: Shard, table) -> None:
         resultfiles.write_shard(run_dir, shard.shard_id, table, identity.fingerprint)
@@ -339,7 +335,7 @@ def _dispatch(
         with _storage(run_dir, total), \
                 _progress(execution.progress, sum(len(s.refs) for s in todo), pool) as (bar, task_id):
             result = dispatch(actors, todo, write, execution.max_attempts, execution.max_restarts, check=wrong,
-                              placement_seconds=execution.placement_timeout)
+                              placement_seconds=execution.placement_timeout, names=names, on_ready=share_classifiers)
             result.capped = pool.capped(execution.workers)
             return result
     finally:

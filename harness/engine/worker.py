@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ import torch
 from harness.config import RunConfig
 from harness.engine.shards import Shard
 from harness.device import PeakMemory, effective_precision, is_device_error, is_out_of_memory, now, resolve_device, set_tf32
+from harness.engine.evaluation import MethodRun, evaluate_shard, one_line
 from harness.methods import METHODS
 from harness.methods.base import Method, Outcome, SampleInput
-from harness.models.teacher import load_teacher
+from harness.models.teacher import Teacher, load_teacher, meta_teacher
 from harness.seeding import derive_seed
 from harness.store import Row, rows_to_table
 from tasks.base import LoadedImage, SampleRef, Task
@@ -26,6 +28,18 @@ from tasks.base import LoadedImage, SampleRef, Task
 
 TOP5_MIN_CLASSES = 5
 """As CLIP_benchmark: top-5 accuracy only where a task has at least 5 classes (below, it is always 100%)."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A shard's images as the compute thread takes them."""
+
+    loaded: list[tuple[SampleRef, LoadedImage]]
+    failed: dict[str, str]
+    """sample id -> why its image could not be read."""
+    pixels: torch.Tensor | None = None
+    """The teacher's input (len(loaded), 3, S, S), preprocessed and page-locked off the compute thread
+    (CUDA workers, so the copy to the device does not block); None: made when the shard is computed."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,7 @@ class ShardWorker:
         set_tf32(self.device, config.teacher.precision)
         self.precision = effective_precision(self.device.type, config.teacher.precision)
         self.teacher = load_teacher(config.teacher, self.device)
+        self.flop_teacher = _flop_teacher(self.teacher)
         self.methods: list[Method] = [METHODS.get(name)(config.settings_of(name)) for name in config.methods]
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.data_threads = max(1, data_threads)
@@ -61,6 +76,8 @@ class ShardWorker:
         for method in self.methods:  # methods with a data side of their own (views, transforms) share the threads
             if hasattr(method, "data_pool"):
                 method.data_pool = self._decoders
+            if hasattr(method, "flop_teacher"):
+                method.flop_teacher = self.flop_teacher
         self._prefetched: dict[str, Future] = {}
         self._lock = threading.Lock()
 
@@ -80,36 +97,36 @@ class ShardWorker:
         self.teacher.adopt_classifiers(classifiers)
 
     def process(self, shard: Shard) -> pa.Table:
-        """Rows for every (sample, method) of the shard; a sample that fails to load gets error rows."""
+        """Rows for every (sample, method) of the shard. A sample that fails to load gets error rows; a
+        method that fails gets error rows for the samples it failed on (evaluation.py), and the other
+        methods' rows stand. A sticky device error ends the worker (Ray restarts it); any other failure
+        outside the methods (the teacher's forward) fails the shard, which is retried."""
         task = self.tasks[shard.task]
         with self._lock:
             ahead = self._prefetched.pop(shard.shard_id, None)
-        loaded, failed = ahead.result() if ahead is not None else self._decode(shard)
-        outcomes: dict[str, list[Outcome]] = {}
-        peaks: dict[str, int | None] = {}
+        decoded = ahead.result() if ahead is not None else self._decode(shard)
         memory = PeakMemory(self.device)
         try:
-            inputs = self._teacher_inputs(task, loaded)
-            for method in self.methods:
-                memory.start()
-                outcomes[method.name] = method.evaluate(self.teacher, task, inputs) if inputs else []
-                peaks[method.name] = memory.rise()
+            inputs = self._teacher_inputs(task, decoded)
+            runs = evaluate_shard(self.methods, self.teacher, task, inputs, memory, self._decoders,
+                                  self.data_threads) if inputs else {m.name: MethodRun() for m in self.methods}
         except RuntimeError as exc:
             if is_device_error(exc) and not is_out_of_memory(exc):
                 _restart(exc)  # a sticky CUDA error: this process's device is unusable; Ray restarts the actor
-            raise  # out of memory at a batch of one, or a bug: the shard is retried, then recorded failed
-        hashes = {ref.sample_id: img.content_hash for ref, img in loaded}
+            raise  # out of memory in the teacher's forward, or a bug outside the methods: the shard is retried
+        hashes = {ref.sample_id: img.content_hash for ref, img in decoded.loaded}
         position = {s.ref.sample_id: i for i, s in enumerate(inputs)}
         rows = []
         for ref in shard.refs:
             for method in self.methods:
-                if ref.sample_id in failed:
-                    outcome = Outcome(None, error=failed[ref.sample_id])
+                run = runs[method.name]
+                if ref.sample_id in decoded.failed:
+                    outcome = Outcome(None, error=decoded.failed[ref.sample_id])
                 else:
-                    outcome = outcomes[method.name][position[ref.sample_id]]
+                    outcome = run.outcomes[position[ref.sample_id]]
                 row = self._row(task, ref, method.name, outcome, hashes.get(ref.sample_id))
-                rows.append(dataclasses.replace(row, peak_memory_bytes=peaks.get(method.name),
-                                                peak_memory_samples=outcome.batch if peaks.get(method.name) else None))
+                rows.append(dataclasses.replace(row, peak_memory_bytes=run.peak,
+                                                peak_memory_samples=outcome.batch if run.peak else None))
         return rows_to_table(rows)
 
     def prefetch(self, shard: Shard) -> None:
@@ -119,15 +136,17 @@ class ShardWorker:
             if shard.shard_id not in self._prefetched:
                 self._prefetched[shard.shard_id] = self._loader.submit(self._decode, shard)
 
-    def _decode(self, shard: Shard) -> tuple[list[tuple[SampleRef, LoadedImage]], dict[str, str]]:
-        """Every image of the shard, decoded on the data threads (PIL releases the GIL while decoding)."""
+    def _decode(self, shard: Shard) -> Decoded:
+        """Every image of the shard, decoded on the data threads (PIL releases the GIL while decoding);
+        on CUDA also the teacher's input, page-locked, so that a prefetched shard's copy to the device
+        neither waits for the CPU nor blocks."""
         task = self.tasks[shard.task]
 
         def load(ref: SampleRef) -> LoadedImage | str:
             try:
                 return task.load(ref)
             except Exception as exc:  # a bad image must cost one row, not the run
-                return _one_line(exc)
+                return one_line(exc)
 
         loaded: list[tuple[SampleRef, LoadedImage]] = []
         failed: dict[str, str] = {}
@@ -136,13 +155,18 @@ class ShardWorker:
                 failed[ref.sample_id] = result
             else:
                 loaded.append((ref, result))
-        return loaded, failed
+        pixels = self._pixels(loaded).pin_memory() if loaded and self.device.type == "cuda" else None
+        return Decoded(loaded, failed, pixels)
 
-    def _teacher_inputs(self, task: Task, loaded: list[tuple[SampleRef, LoadedImage]]) -> list[SampleInput]:
+    def _pixels(self, loaded: list[tuple[SampleRef, LoadedImage]]) -> torch.Tensor:
+        return torch.stack(list(self._decoders.map(self.teacher.preprocess, [img.image for _, img in loaded])))
+
+    def _teacher_inputs(self, task: Task, decoded: Decoded) -> list[SampleInput]:
+        loaded = decoded.loaded
         if not loaded:
             return []
         start = now(self.device)
-        pixels = torch.stack(list(self._decoders.map(self.teacher.preprocess, [img.image for _, img in loaded])))
+        pixels = decoded.pixels if decoded.pixels is not None else self._pixels(loaded)
         embeddings = self.teacher.encode_images(pixels)
         share = (now(self.device) - start) / len(loaded)
         return [
@@ -197,15 +221,19 @@ class ShardWorker:
         )
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _flop_teacher(teacher: Teacher) -> Teacher | None:
+    """The worker's teacher rebuilt on the meta device, once, for counting FLOPs: the same architecture
+    counts the same FLOPs without weights, memory or the slow attention kernel counting needs. None
+    (count on the real teacher) for an architecture the meta device cannot build, with a line saying so."""
+    try:
+        return meta_teacher(teacher.config, teacher.source)
+    except Exception as exc:
+        print(f"apm-bench worker: FLOPs are counted on the device: {one_line(exc)}", file=sys.stderr, flush=True)
+        return None
 
 
 def _restart(exc: BaseException) -> None:
     """End this worker process at once (Ray counts it as a crash and restarts the actor on a healthy
     device context); flushing the message first so the driver's log says why."""
-    import sys
-
-    print(f"apm-bench worker: device error, restarting: {_one_line(exc)}", file=sys.stderr, flush=True)
+    print(f"apm-bench worker: device error, restarting: {one_line(exc)}", file=sys.stderr, flush=True)
     os._exit(70)

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from harness.methods.configs import ApmConfig
 from harness.device import now
 from harness.flops import count_flops
+from harness.methods.apm_inputs import GroupInputs
 from harness.methods.base import Outcome, SampleInput, score
 from harness.models.apm import ApmNet
 from harness.models.apm_batched import train_batched
+from harness.models.apm_init import Draws
 from harness.models.teacher import Teacher
 from harness.models.ttt import RECIPES, apm_transform, train_steps
 from harness.precision import autocast
@@ -44,6 +46,9 @@ class TTTResult:
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
     """Step k -> (G, D) per-location features of the image after k updates (on the CPU), for the steps
     asked for in `snapshot_steps`; empty otherwise. Figures use it (islands of agreement); scoring does not."""
+    skipped: int = 0
+    """Steps whose update fp16 loss scaling skipped (the gradient overflowed at this sample's own
+    scale); its row's ttt_steps counts only the updates applied."""
 
 
 def run_ttt(
@@ -53,11 +58,15 @@ def run_ttt(
     seed: int,
     precision: str = "fp32",
     snapshot_steps: Collection[int] = (),
+    drawn: Draws | None = None,
+    scaled: bool | None = None,
 ) -> TTTResult:
     """Train `net` from a fresh draw on one image (3, S, S) towards `target` (D,), by its config's recipe.
 
     `snapshot_steps` (each 0..steps) asks for the per-location features after that many updates; taking
-    them is a no-grad forward outside the training computation, so the trajectory is unchanged."""
+    them is a no-grad forward outside the training computation, so the trajectory is unchanged.
+    `drawn`: the seed's draws made ahead (`net.draw_plan(False)`); `scaled`: loss scaling, by default
+    fp16 on CUDA (ttt.train_steps)."""
     cfg = net.config
     device = pixels.device
     wanted = sorted(set(snapshot_steps))
@@ -70,7 +79,7 @@ def run_ttt(
             with torch.no_grad(), autocast(device, precision):
                 snapshots[step] = net.features(pixels[None])[0].float().cpu()
 
-    net.reset_parameters(seed)
+    net.reset_parameters(seed, drawn)
     batch = pixels[None].expand(cfg.copies, -1, -1, -1)
     goal = target.float()[None].expand(cfg.copies, -1)
     rgb_goal = net.rgb_target(batch) if cfg.rgb_weight else None
@@ -85,26 +94,28 @@ def run_ttt(
         return loss[None], emb[:1]
 
     snapshot(0)
-    trajectory, last = train_steps(list(net.parameters()), forward, 1, cfg.steps, cfg.lr, RECIPES.get(cfg.recipe),
-                                   device, precision, after_update=snapshot)
-    if last is not None:
-        embedding = last[0]
+    trained = train_steps(list(net.parameters()), forward, 1, cfg.steps, cfg.lr, RECIPES.get(cfg.recipe),
+                          device, precision, after_update=snapshot, scaled=scaled)
+    if trained.last is not None:
+        embedding = trained.last[0]
     else:
         with torch.no_grad(), autocast(device, precision):
             embedding = net(pixels[None])[0].float()
-    result = checked(embedding, trajectory[0])
+    result = checked(embedding, trained.losses[0], int(trained.updates[0]))
     if isinstance(result, NonFiniteLoss):
         raise result
-    return TTTResult(result.embedding, result.losses, snapshots)
+    return dataclasses.replace(result, snapshots=snapshots)
 
 
-def checked(embedding: torch.Tensor, trajectory: torch.Tensor) -> TTTResult | NonFiniteLoss:
-    """A sample's verdict: its embedding and (steps,) losses, or the first step that went non-finite."""
+def checked(embedding: torch.Tensor, trajectory: torch.Tensor, updates: int | None = None) -> TTTResult | NonFiniteLoss:
+    """A sample's verdict: its embedding, (steps,) losses and skipped steps (`updates` applied, all
+    when None), or the first step that went non-finite."""
     bad = (~torch.isfinite(trajectory)).nonzero()
     if len(bad) or not torch.isfinite(embedding).all():
         step = int(bad[0]) if len(bad) else len(trajectory)
         return NonFiniteLoss(step, tuple(trajectory[: step + 1].tolist()))
-    return TTTResult(embedding, tuple(trajectory.tolist()))
+    skipped = 0 if updates is None else len(trajectory) - updates
+    return TTTResult(embedding, tuple(trajectory.tolist()), skipped=skipped)
 
 
 @dataclass
@@ -116,7 +127,11 @@ class ApmMethod:
     _size_cap: int | None = field(default=None, repr=False)
     """The group size out-of-memory taught this worker (None: not limited)."""
     data_pool: Executor | None = field(default=None, repr=False)
-    """Threads for the input transforms (the worker's data threads)."""
+    """The worker's data threads: they make the input views and draw the initial weights, a group
+    ahead (apm_inputs.py); without them both happen on the compute thread, with the same results."""
+    flop_teacher: Teacher | None = field(default=None, repr=False)
+    """The teacher FLOPs are counted on (the worker's meta-device twin, with a network of its own
+    there), so the real device never runs the counting pass; None: the one it runs with."""
 
     def __post_init__(self) -> None:
         RECIPES.get(self.config.recipe)  # an unknown recipe fails before any sample
@@ -138,6 +153,8 @@ class ApmMethod:
         forward. Counted once per network on a blank image."""
         key = (net.out_dim, copies)
         if key not in self._flops:
+            if self.flop_teacher is not None:
+                teacher, net = self.flop_teacher, ApmNet(self.config, net.out_dim).to(self.flop_teacher.device)
             side = self.config.image_size
             image = torch.zeros(copies, 3, side, side, device=teacher.device)
             target = torch.zeros(copies, net.out_dim, device=teacher.device)
@@ -155,7 +172,8 @@ class ApmMethod:
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
         """Train the samples' APMs in groups that fit the device. Out of memory is a property of the
         group, not of its samples: the group size halves (and stays halved for this worker) and the
-        group is trained again; only a single sample that does not fit fails the shard."""
+        group is trained again; only a single sample that does not fit fails the shard. With data
+        threads, the next group's views and initial weights are made on them while a group trains."""
         templates = self.templates(task)
         classifier = teacher.classifier(task.classnames, templates)
         net = self.network(teacher)
@@ -163,16 +181,22 @@ class ApmMethod:
         size = min(self._size_cap or len(samples), batch_size(self.config, net, teacher.device, len(samples)))
         outcomes: list[Outcome] = []
         start = 0
+        inputs = self._inputs(net, samples[start : start + size], teacher.device, size > 1)
         while start < len(samples):
-            group = samples[start : start + size]
+            group = inputs.group
+            following = samples[start + size : start + 2 * size]
+            ahead = self._inputs(net, following, teacher.device, size > 1) if following else None
             clock = now(teacher.device)
             try:
-                results = self._train_group(net, group, teacher, batched=size > 1)
+                results = self._train_group(net, inputs, teacher, batched=size > 1)
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
+                if ahead is not None:
+                    ahead.cancel()
                 size = self._size_cap = size // 2
                 torch.cuda.empty_cache()
+                inputs = self._inputs(net, samples[start : start + size], teacher.device, size > 1)  # drawn again
                 continue
             share = (now(teacher.device) - clock) / len(group)
             flops = self._flops_of(net, teacher, 1 if size > 1 else self.config.copies)  # batches skip the copies
@@ -181,24 +205,31 @@ class ApmMethod:
                 outcomes.append(dataclasses.replace(outcome, flops=flops, n_templates=len(templates),
                                                     template_set=templates.name, batch=len(group)))
             start += len(group)
+            if ahead is not None:
+                inputs = ahead
         return outcomes
 
-    def _train_group(self, net: ApmNet, group: Sequence[SampleInput], teacher: Teacher,
+    def _inputs(self, net: ApmNet, group: Sequence[SampleInput], device: torch.device, batched: bool) -> GroupInputs:
+        """Made on the data threads when the worker gave us some (pinned for a copy to CUDA)."""
+        return GroupInputs(group, self.transform, net.draw_plan(batched), self.data_pool, pin=device.type == "cuda")
+
+    def _train_group(self, net: ApmNet, inputs: GroupInputs, teacher: Teacher,
                      batched: bool) -> list[TTTResult | NonFiniteLoss]:
-        images = [s.image for s in group]
-        views = self.data_pool.map(self.transform, images) if self.data_pool else map(self.transform, images)
-        pixels = torch.stack(list(views)).to(teacher.device)
+        group = inputs.group
+        pixels = inputs.pixels(teacher.device)
+        drawn = inputs.draws()
         precision = teacher.config.precision
         if not batched:
-            return [self._train_one(net, pixels[0], group[0], precision)]
-        embeddings, losses = train_batched(net, pixels, torch.stack([s.teacher_embedding for s in group]),
-                                           [s.seed for s in group], precision)
-        return [checked(embeddings[i], losses[i]) for i in range(len(group))]
+            return [self._train_one(net, pixels[0], group[0], precision, drawn)]
+        trained = train_batched(net, pixels, torch.stack([s.teacher_embedding for s in group]),
+                                [s.seed for s in group], precision, drawn)  # positional: tests wrap train_batched
+        return [checked(trained.embeddings[i], trained.losses[i], int(trained.updates[i])) for i in range(len(group))]
 
     @staticmethod
-    def _train_one(net: ApmNet, pixels: torch.Tensor, sample: SampleInput, precision: str) -> TTTResult | NonFiniteLoss:
+    def _train_one(net: ApmNet, pixels: torch.Tensor, sample: SampleInput, precision: str,
+                   drawn: Draws | None) -> TTTResult | NonFiniteLoss:
         try:
-            return run_ttt(net, pixels, sample.teacher_embedding, sample.seed, precision)
+            return run_ttt(net, pixels, sample.teacher_embedding, sample.seed, precision, drawn=drawn)
         except NonFiniteLoss as exc:
             return exc
 
@@ -215,7 +246,7 @@ class ApmMethod:
             top5=scores.top5[0],
             confidence=scores.confidence[0],
             prediction_before=before,
-            steps=len(result.losses),
+            steps=len(result.losses) - result.skipped,
             losses=result.losses,
             seconds=seconds,
         )

@@ -1,15 +1,15 @@
 """What every view-based episodic method shares (TPT and the methods built on its protocol): TPT's
-views of each sample, made ahead on the data threads; their embeddings in chunks that fit the device;
-confident-view selection; the cost per sample. A method adds `adapt`: from one sample's view
-embeddings to its outcome. Nothing carries over from one sample to the next."""
+views of each sample, made ahead on the data threads (view_feed.py); their embeddings in chunks that
+fit the device; confident-view selection; the cost per sample. A method adds `adapt`: from one
+sample's view embeddings to its outcome. Nothing carries over from one sample to the next, so the
+worker may run several view methods sample by sample from one feed of views."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from harness.device import now
 from harness.errors import HarnessError
 from harness.methods.base import Outcome, SampleInput, score
-from harness.methods.tpt_views import make_augmented_views
+from harness.methods.view_feed import ViewFeed, ViewSpec, lookahead
 from harness.models.teacher import Teacher
 from tasks.base import Task
 from tasks.templates import SINGLE, SINGLE_TEMPLATE, TemplateSet
@@ -31,8 +31,6 @@ FINE_GRAINED_FAMILIES = frozenset(
 """TPT's code adds AugMix on these (its multi-letter set ids) and not on the ImageNet variants."""
 IMAGENET_FAMILY = frozenset({"imagenet", "imagenet-a", "imagenet-v2", "imagenet-r", "imagenet-sketch", "imagenet-c"})
 """ImageNet's classes: the sets TTA-VLM's one-letter ids stand for (I, A, V, R, K), and ImageNet-C."""
-VIEW_LOOKAHEAD = 4
-"""Samples whose views are made ahead (64 views of 224 px are 38 MB a sample)."""
 
 
 def task_family(task: Task) -> str:
@@ -66,6 +64,17 @@ def prompt_templates(ctx_init: str) -> TemplateSet:
     return SINGLE if template == SINGLE_TEMPLATE else TemplateSet(f"prompt:{ctx_init}", (template,))
 
 
+@dataclass(frozen=True)
+class ShardStart:
+    """What a view method settles for a shard before its first sample."""
+
+    spec: ViewSpec
+    """The views it asks the feed for."""
+    before: list[int]
+    """Every sample's prediction with the untuned classifier, scored as one batch."""
+    flops: int
+
+
 @dataclass
 class ViewMethod:
     """Base of the view-based methods; `config` is a ViewsConfig (views, augmix, min_scale)."""
@@ -73,7 +82,12 @@ class ViewMethod:
     config: Any
     name: str = "views"
     data_pool: Executor | None = field(default=None, repr=False)
-    """Threads that make the next samples' views (the worker's data threads)."""
+    """Threads that make the next samples' views when the method runs on its own (`evaluate`); in a
+    worker the views come from the worker's feed, shared by all its view methods."""
+    flop_teacher: Teacher | None = field(default=None, repr=False)
+    """The teacher FLOPs are counted on: the worker's twin of its teacher on the meta device, so the
+    real device never runs the counting pass (attention by its slow math kernel, GBs of activations).
+    None: the teacher the method runs with."""
     _view_chunk: int | None = field(default=None, repr=False)
     """Views encoded at once, once out of memory has taught this worker a limit (None: all)."""
     _flops: dict[tuple, int] = field(default_factory=dict, repr=False)
@@ -88,6 +102,12 @@ class ViewMethod:
     def templates(self, task: Task) -> TemplateSet:
         """The prompt the "before" prediction and the untuned classifier use."""
         return prompt_templates(self.config.ctx_init)
+
+    def view_spec(self, teacher: Teacher, task: Task) -> ViewSpec:
+        """The augmented views this method takes of every sample of `task` (their seed is the sample's)."""
+        mean, std = normalisation(teacher.preprocess)
+        return ViewSpec(self.config.views - 1, teacher.input_size, mean, std, self.uses_augmix(task),
+                        self.config.min_scale)
 
     def adapt(self, teacher: Teacher, task: Task, features: torch.Tensor, sample: SampleInput) -> Outcome:
         """features: (views, D) normalised embeddings, view 0 the teacher's own preprocessing."""
@@ -112,33 +132,31 @@ class ViewMethod:
             self._flops[key] = self.config.views * teacher.image_flops + self.adapt_flops(teacher, task)
         return self._flops[key]
 
-    def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
-        """Samples one after another; the next ones' views are made on the data threads meanwhile, so
-        the device does not wait for them."""
-        cfg = self.config
-        augmix = self.uses_augmix(task)
-        mean, std = normalisation(teacher.preprocess)
-        flops = self.flops(teacher, task)
+    def begin(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> ShardStart:
+        """The shard's spec, "before" predictions and FLOPs per sample (counted on `flop_teacher`)."""
         initial = teacher.classifier(task.classnames, self.templates(task))
         before = score(torch.stack([s.teacher_embedding for s in samples]), initial, teacher.logit_scale).prediction
+        return ShardStart(self.view_spec(teacher, task), before, self.flops(self.flop_teacher or teacher, task))
 
-        def views_of(sample: SampleInput) -> torch.Tensor:
-            return make_augmented_views(sample.image, cfg.views - 1, teacher.input_size, mean, std, sample.seed,
-                                        augmix, cfg.min_scale)
+    def run_sample(self, teacher: Teacher, task: Task, start: ShardStart, feed: ViewFeed, index: int) -> Outcome:
+        """The outcome of feed.samples[index]. Its seconds are the teacher's share, this method's own
+        work, and the wait for the sample's views if they are not made yet: in a worker whose view
+        methods share a feed, the first of them (in the run's method order) to ask for a sample's
+        views waits for them, the others find them made."""
+        sample = feed.samples[index]
+        clock = now(teacher.device)
+        views = feed.views(index, start.spec)
+        outcome = self.adapt_views(teacher, task, sample, views)
+        seconds = sample.teacher_seconds + now(teacher.device) - clock
+        return dataclasses.replace(outcome, prediction_before=start.before[index], flops=start.flops, seconds=seconds)
 
-        ahead: deque[Future] = deque()
-        queued = 0
-        outcomes = []
-        for sample, b in zip(samples, before):
-            while self.data_pool is not None and queued < len(samples) and len(ahead) < VIEW_LOOKAHEAD:
-                ahead.append(self.data_pool.submit(views_of, samples[queued]))
-                queued += 1
-            start = now(teacher.device)  # waiting for views that are not ready yet counts
-            views = ahead.popleft().result() if self.data_pool is not None else views_of(sample)
-            outcome = self.adapt_views(teacher, task, sample, views)
-            seconds = sample.teacher_seconds + now(teacher.device) - start
-            outcomes.append(dataclasses.replace(outcome, prediction_before=b, flops=flops, seconds=seconds))
-        return outcomes
+    def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
+        """This method alone: samples one after another, the next ones' views made on `data_pool`
+        meanwhile (as a worker with one data thread makes them)."""
+        start = self.begin(teacher, task, samples)
+        feed = ViewFeed(samples, [start.spec], self.data_pool, lookahead(1, start.spec.nbytes),
+                        pin=teacher.device.type == "cuda")
+        return [self.run_sample(teacher, task, start, feed, i) for i in range(len(samples))]
 
     def encode(self, teacher: Teacher, views: torch.Tensor) -> torch.Tensor:
         """The views' embeddings, in chunks that fit the device: out of memory halves the chunk (and it

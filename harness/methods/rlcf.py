@@ -16,6 +16,7 @@ from harness.methods.configs import RlcfConfig
 from harness.methods.episodic import normalisation, prompt_templates
 from harness.methods.prompt import Loss, tune
 from harness.methods.tpt import TptMethod
+from harness.models.sources import resolve_source
 from harness.models.teacher import Teacher, load_teacher, meta_teacher
 from tasks.base import Task
 
@@ -38,18 +39,21 @@ def reinforce_loss(reward_image: torch.Tensor, reward_text: torch.Tensor, k: int
 @dataclass
 class RlcfMethod(TptMethod):
     name: str = "rlcf"
-    _reward: Teacher | None = field(default=None, repr=False)
+    _reward: dict[str, Teacher] = field(default_factory=dict, repr=False)
+    """The reward CLIP by device type: the run's device, and the meta device FLOPs are counted on."""
 
     def reward_teacher(self, teacher: Teacher) -> Teacher:
         """The reward CLIP, loaded once per worker on the teacher's device (`teacher`: the run's own)."""
         cfg = self.config
         if cfg.reward_model == "teacher":
             return teacher
-        if self._reward is None:
+        kind = teacher.device.type
+        if kind not in self._reward:
             reward = TeacherConfig(cfg.reward_model, cfg.reward_pretrained, precision=teacher.config.precision,
                                    weights_sha256=cfg.reward_weights_sha256)
-            self._reward = meta_teacher(reward) if teacher.device.type == "meta" else load_teacher(reward, teacher.device)
-        return self._reward
+            self._reward[kind] = meta_teacher(reward, resolve_source(reward.model, reward.pretrained)) \
+                if kind == "meta" else load_teacher(reward, teacher.device)
+        return self._reward[kind]
 
     def reward_views(self, teacher: Teacher, reward: Teacher, pixels: torch.Tensor) -> torch.Tensor:
         """The reward model's normalised embeddings of views made for the policy: back to pixel values,

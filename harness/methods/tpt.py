@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 from harness.flops import count_flops
 from harness.methods.base import Outcome, SampleInput
+from harness.methods.chunks import Chunks
 from harness.methods.configs import TptConfig
 from harness.methods.episodic import ViewMethod, tuned_outcome
-from harness.methods.prompt import Loss, PromptLearner, tpt_loss, tune
+from harness.methods.prompt import Loss, PromptLearner, counted, fit, tpt_loss, tune
 from harness.models.teacher import Teacher
 from harness.precision import autocast
 from tasks.base import Task
@@ -25,6 +26,15 @@ from tasks.base import Task
 class TptMethod(ViewMethod):
     name: str = "tpt"
     _learners: dict[tuple, torch.nn.Module] = field(default_factory=dict, repr=False)
+    _text_chunks: Chunks | None = field(default=None, repr=False)
+
+    @property
+    def text_chunks(self) -> Chunks:
+        """The worker's class chunk for the text tower, shared by every task's learner: a chunk halved
+        on one task's out-of-memory would run out of memory on the next task too."""
+        if self._text_chunks is None:
+            self._text_chunks = Chunks(self.config.text_chunk)
+        return self._text_chunks
 
     def learner(self, teacher: Teacher, task: Task) -> torch.nn.Module:
         """One per (task classes) and worker; reset to its initial state before every sample."""
@@ -34,7 +44,7 @@ class TptMethod(ViewMethod):
         return self._learners[key]
 
     def make_learner(self, teacher: Teacher, task: Task) -> torch.nn.Module:
-        return PromptLearner(teacher, task.classnames, self.config.ctx_init)
+        return PromptLearner(teacher, task.classnames, self.config.ctx_init, self.text_chunks)
 
     def lr(self, task: Task) -> float:
         return self.config.lr
@@ -47,11 +57,13 @@ class TptMethod(ViewMethod):
         return 1, f"{self.name}-context:{self.config.ctx_init}"
 
     def adapt_flops(self, teacher: Teacher, task: Task) -> int:
-        """Each step's text forward and backward over all classes, and the prediction after tuning."""
+        """Each step's text forward and backward over all classes, and the prediction after tuning; not
+        the recomputation of checkpointed class chunks (`counted`)."""
         learner = self.learner(teacher, task)
         features = F.normalize(torch.ones(self.config.views, teacher.embed_dim, device=teacher.device), dim=-1)
-        step = count_flops(lambda: self._tune(learner, features, teacher, task, steps=1))
-        final = count_flops(lambda: self.predict(teacher, learner, features))  # with grad on: the counter needs it
+        with counted(learner):
+            step = count_flops(lambda: self._tune(learner, features, teacher, task, steps=1))
+            final = count_flops(lambda: self.predict(teacher, learner, features))  # with grad on: the counter needs it
         learner.reset()
         return self.config.steps * step + final
 
@@ -77,7 +89,7 @@ class TptMethod(ViewMethod):
                  losses: list[float]) -> Outcome:
         """Predict with the tuned learner, then reset it: nothing of this sample stays behind."""
         with torch.no_grad():
-            logits = self.predict(teacher, learner, features)
+            logits = fit(learner, lambda: self.predict(teacher, learner, features))
         learner.reset()
         n_templates, label = self.prompt_label(task)
         return tuned_outcome(self.name, logits, losses, n_templates=n_templates, template_set=label)

@@ -3,12 +3,15 @@ and a flip of the original image and, on the fine-grained sets, AugMix over TPT'
 histogram ops at severity 1 (no colour ops), mixed on the normalised tensors. torchvision's AugMix
 differs (other ops, other magnitudes, mixing before normalisation), so it is written out here.
 
-TPT draws from the global numpy and torch RNGs; here every draw comes from the sample's seed (a numpy
-Generator for AugMix, a forked torch RNG for the crops), so a view depends on nothing but the sample."""
+TPT draws from the global numpy and torch RNGs; here every draw comes from generators of the sample's
+own, seeded with its seed (a numpy Generator for AugMix, a CPU torch.Generator for the crops and flips),
+so a view depends on nothing but the sample: not on other threads making other samples' views at the
+same time (seeding torch's process-wide generator from several data threads mixes their streams)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -16,11 +19,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
 Preprocess = Callable[[Image.Image], torch.Tensor]
 BILINEAR = Image.Resampling.BILINEAR
 MIXTURE_WIDTH = 3
 MAX_DEPTH = 3
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+"""RandomResizedCrop's default aspect ratios, which TPT keeps."""
+FLIP_P = 0.5
 
 
 def int_parameter(level: float, maxval: float) -> int:
@@ -149,11 +157,51 @@ def augmix_view(
 
 
 def preaugment(size: int, min_scale: float = 0.08) -> transforms.Compose:
-    """TPT's crop and flip on the PIL image (so PIL's bilinear resize), drawing from torch's RNG."""
+    """TPT's own crop and flip (torchvision's transforms, drawing from torch's global RNG): the
+    reference `crop_and_flip` reproduces draw for draw from a generator of the sample's."""
     return transforms.Compose([
         transforms.RandomResizedCrop(size, scale=(min_scale, 1.0)),
         transforms.RandomHorizontalFlip(),
     ])
+
+
+def crop_box(
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w): torchvision's RandomResizedCrop.get_params (0.29) with every draw taken from
+    `generator`, in its order and dtypes: up to 10 tries of an area fraction and a log-uniform aspect
+    ratio (float32 draws), the first box that fits placed uniformly (two randint draws); else the
+    centre crop clamped to the ratio range. A CPU generator seeded with s draws what torch.manual_seed(s)
+    makes the global one draw, so the boxes are those TPT's transform picks."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            i = torch.randint(0, height - h + 1, size=(1,), generator=generator).item()
+            j = torch.randint(0, width - w + 1, size=(1,), generator=generator).item()
+            return i, j, h, w
+    in_ratio = float(width) / float(height)
+    if in_ratio < min(ratio):
+        w = width
+        h = int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        h = height
+        w = int(round(h * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def crop_and_flip(image: Image.Image, size: int, min_scale: float, generator: torch.Generator) -> Image.Image:
+    """TPT's RandomResizedCrop(size, scale=(min_scale, 1)) then RandomHorizontalFlip() on the PIL image
+    (PIL's bilinear resize), drawing the box and then the coin from `generator`."""
+    i, j, h, w = crop_box(image.width, image.height, (min_scale, 1.0), CROP_RATIO, generator)
+    out = TF.resized_crop(image, i, j, h, w, [size, size], InterpolationMode.BILINEAR, antialias=True)
+    return TF.hflip(out) if torch.rand(1, generator=generator) < FLIP_P else out
 
 
 def normaliser(mean: Sequence[float], std: Sequence[float]) -> transforms.Compose:
@@ -172,18 +220,17 @@ def make_augmented_views(
     severity: float = 1.0,
 ) -> torch.Tensor:
     """(n, 3, size, size) float32 normalised views of `image` (TPT's view 0, the plain centre crop, is
-    the caller's). Crops come from a forked torch RNG seeded with `seed`, AugMix from a numpy Generator
-    seeded with it, so the caller's RNGs are untouched and the same crops are drawn with or without
-    AugMix."""
+    the caller's). Crops and flips come from a torch.Generator seeded with `seed`, AugMix from a numpy
+    Generator seeded with it: no process-wide RNG is read or written, so views made on any number of
+    threads at once are the serial ones, and the same crops are drawn with or without AugMix."""
     if n < 0:
         raise ValueError(f"n must be >= 0, not {n}")
     image = image if image.mode == "RGB" else image.convert("RGB")
-    crop, preprocess = preaugment(size, min_scale), normaliser(mean, std)
+    preprocess = normaliser(mean, std)
     rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
     views = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for _ in range(n):
-            x_orig = crop(image)
-            views.append(augmix_view(x_orig, preprocess, rng, severity)[0] if augmix else preprocess(x_orig))
+    for _ in range(n):
+        x_orig = crop_and_flip(image, size, min_scale, generator)
+        views.append(augmix_view(x_orig, preprocess, rng, severity)[0] if augmix else preprocess(x_orig))
     return torch.stack(views) if views else torch.empty(0, 3, size, size)

@@ -15,6 +15,7 @@ from torch.func import functional_call
 from harness.errors import HarnessError
 from harness.flops import count_flops
 from harness.methods.base import Outcome, SampleInput
+from harness.methods.chunks import Chunks
 from harness.methods.configs import TtlConfig
 from harness.methods.episodic import ViewMethod, tuned_outcome, view_entropy
 from harness.models.teacher import Teacher
@@ -104,6 +105,8 @@ class LowRank(torch.nn.Module):
 class TtlMethod(ViewMethod):
     name: str = "ttl"
     _lora: dict[int, LowRank] = field(default_factory=dict, repr=False)
+    _step_chunks: Chunks = field(default_factory=Chunks, repr=False)
+    """Views per forward and backward of a step: all, until running out of memory halves it for the worker."""
 
     def low_rank(self, teacher: Teacher) -> LowRank:
         if id(teacher) not in self._lora:
@@ -111,20 +114,42 @@ class TtlMethod(ViewMethod):
         return self._lora[id(teacher)]
 
     def _embed(self, teacher: Teacher, lora: LowRank, pixels: torch.Tensor) -> torch.Tensor:
+        return self._embed_with(teacher, lora.weights(), pixels)
+
+    def _embed_with(self, teacher: Teacher, weights: dict[str, torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
         with autocast(teacher.device, teacher.config.precision):
-            out = functional_call(teacher.model.visual, lora.weights(), (pixels,))
+            out = functional_call(teacher.model.visual, weights, (pixels,))
         return F.normalize(out.float(), dim=-1)
 
     def _step(self, teacher: Teacher, lora: LowRank, pixels: torch.Tensor, classifier: torch.Tensor,
               optimizer: torch.optim.Optimizer, scaler) -> torch.Tensor:
-        """One step on mean_i exp(E0 - H_i) H_i over every view, the weights held constant."""
-        entropy = view_entropy(teacher.logit_scale * self._embed(teacher, lora, pixels) @ classifier)
-        loss = (torch.exp(self.config.margin - entropy.detach()) * entropy).mean()
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        """One step on mean_i exp(E0 - H_i) H_i over every view, the weights held constant. A forward
+        and backward that run out of memory are run again with the views in halved chunks."""
+        loss = self._step_chunks.fit(len(pixels), lambda: self._backward(teacher, lora, pixels, classifier, scaler))
         scaler.step(optimizer)
         scaler.update()
-        return loss.detach()
+        return loss
+
+    def _backward(self, teacher: Teacher, lora: LowRank, pixels: torch.Tensor, classifier: torch.Tensor,
+                  scaler) -> torch.Tensor:
+        """The step's loss, its gradient left in A and B. The views go in chunks, each chunk's forward
+        and backward before the next, so only one chunk's activations are held: a view's term of the
+        loss (its weight included) depends on that view alone, so the chunks' gradients add up to the
+        whole one. The updated weights are made once and stand in the chunks' graphs as leaves; their
+        summed gradient goes back to A and B in one backward at the end, so the arithmetic (and the
+        FLOPs) of a step are those of one pass whatever the chunk."""
+        lora.zero_grad(set_to_none=True)  # here, so that a failed attempt's half gradient goes too
+        weights = lora.weights()
+        leaves = {name: weight.detach().requires_grad_() for name, weight in weights.items()}
+        total = torch.zeros((), device=pixels.device)
+        for span in self._step_chunks.spans(len(pixels)):
+            entropy = view_entropy(teacher.logit_scale * self._embed_with(teacher, leaves, pixels[span]) @ classifier)
+            part = (torch.exp(self.config.margin - entropy.detach()) * entropy).sum() / len(pixels)
+            scaler.scale(part).backward()
+            total = total + part.detach()
+        used = [name for name, leaf in leaves.items() if leaf.grad is not None]
+        torch.autograd.backward([weights[name] for name in used], [leaves[name].grad for name in used])
+        return total
 
     def adapt_views(self, teacher: Teacher, task: Task, sample: SampleInput, views: torch.Tensor) -> Outcome:
         """Every view, the original first, goes through the tower again at each step: the update

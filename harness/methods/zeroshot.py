@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,13 +20,16 @@ class PromptMethod:
 
     name: str
     ensemble: bool
+    flop_teacher: Teacher | None = field(default=None, repr=False)
+    """The teacher FLOPs are counted on (the worker's meta-device twin); None: the one it runs with."""
 
     def templates(self, task: Task) -> TemplateSet:
         return task.templates if self.ensemble else SINGLE
 
     def flops(self, teacher: Teacher, task: Task) -> int:
-        """Per sample: the teacher's image forward and the cosine scores against every class."""
-        return teacher.image_flops + 2 * teacher.classifier(task.classnames, self.templates(task)).numel()
+        """Per sample: the teacher's image forward and the cosine scores against every class (the
+        classifier is D x C whatever its templates, so it is not built to be measured)."""
+        return teacher.image_flops + 2 * teacher.embed_dim * len(task.classnames)
 
     def evaluate(self, teacher: Teacher, task: Task, samples: Sequence[SampleInput]) -> list[Outcome]:
         templates = self.templates(task)
@@ -34,7 +37,7 @@ class PromptMethod:
         start = now(teacher.device)
         scores = score(torch.stack([s.teacher_embedding for s in samples]), classifier, teacher.logit_scale)
         share = (now(teacher.device) - start) / max(len(samples), 1)
-        flops = self.flops(teacher, task)
+        flops = self.flops(self.flop_teacher or teacher, task)
         return [
             Outcome(
                 prediction=scores.prediction[i],

@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from harness.methods.configs import ApmConfig
 from harness.errors import HarnessError
+from harness.models.apm_init import DrawPlan, Draws, draw_group
 
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
@@ -58,12 +59,11 @@ def in_chunks(
 
 
 def draw_parameters(net: nn.Module, seed: int) -> list[torch.Tensor]:
-    """A fresh N(0, init_std) draw of every parameter of `net`, in order, on the CPU: a CUDA generator
-    draws another stream than a CPU one from the same seed, so drawing on the CPU (and copying) makes a
-    sample start from the same weights on every device. Costs about 0.15 s per core at the paper's size."""
-    generator = torch.Generator().manual_seed(seed)
-    std = net.config.init_std  # type: ignore[attr-defined]
-    return [torch.empty(p.shape).normal_(0.0, std, generator=generator) for p in net.parameters()]
+    """A fresh N(0, init_std) draw of every parameter of `net`, in order, on the CPU (harness/models/
+    apm_init.py says why the CPU, and how the method makes these draws off the compute thread)."""
+    plan = DrawPlan.of(net, net.config.init_std)  # type: ignore[attr-defined]
+    drawn = draw_group(plan, [seed])
+    return [drawn[name][0] for name, _ in plan.order]
 
 
 class ApmNet(nn.Module):
@@ -105,11 +105,22 @@ class ApmNet(nn.Module):
         )
         self.reset_parameters(0)
 
-    def reset_parameters(self, seed: int) -> None:
-        """Every parameter (weights, biases, query, attention) drawn from N(0, init_std), from `seed`."""
+    def reset_parameters(self, seed: int, drawn: Draws | None = None) -> None:
+        """Every parameter (weights, biases, query, attention) drawn from N(0, init_std), from `seed`;
+        `drawn`: that seed's draws made ahead on the data threads (slice 0 of `draw_plan(False)`'s
+        buffers, pinned on CUDA, so the copy does not block)."""
+        if drawn is None:
+            drawn = draw_group(self.draw_plan(batched=False), [seed])
         with torch.no_grad():
-            for p, value in zip(self.parameters(), draw_parameters(self, seed)):
-                p.copy_(value)
+            for name, p in self.named_parameters():
+                p.copy_(drawn[name][0], non_blocking=True)
+
+    def draw_plan(self, batched: bool) -> DrawPlan:
+        """What a sample's draws hold: every parameter for one-at-a-time training, all but the RGB
+        head (trained one at a time only, and drawn last) for a batch."""
+        if batched:
+            return DrawPlan.of(self, self.config.init_std, lambda name: not name.startswith("rgb_head."))
+        return DrawPlan.of(self, self.config.init_std)
 
     def num_parameters(self, include_rgb: bool = False) -> int:
         return sum(p.numel() for n, p in self.named_parameters() if include_rgb or not n.startswith("rgb_head."))

@@ -1,17 +1,20 @@
 """Many samples' APMs trained as one computation: every parameter of ApmNet stacked along a leading
 sample axis and the forward written as batched matrix products. Each sample keeps its own draw,
-its own Adam state (Adam is elementwise, so one optimiser over stacked tensors is B optimisers) and
-its own target; the summed loss gives each slice exactly its own sample's gradient. Results equal
+its own Adam state (Adam is elementwise, so one optimiser over stacked tensors is B optimisers; under
+fp16 each sample also has its own loss scale and step count, harness/models/loss_scale.py) and its own
+target; the summed loss gives each slice exactly its own sample's gradient. Results equal
 one-at-a-time training to float tolerance, at a fraction of the per-step overhead."""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from harness.models.apm import ApmNet, draw_parameters, in_chunks
+from harness.models.apm import ApmNet, in_chunks
+from harness.models.apm_init import Draws, draw_group
 from harness.models.ttt import RECIPES, train_steps
 from harness.precision import autocast
 
@@ -20,18 +23,21 @@ class BatchedApm:
     """Stacked parameters for B samples of one ApmNet architecture (the template holds the config
     and the fixed positional codes; its own weights are not used)."""
 
-    def __init__(self, template: ApmNet, seeds: list[int]) -> None:
+    def __init__(self, template: ApmNet, seeds: list[int], drawn: Draws | None = None) -> None:
+        """`drawn`: the seeds' draws made ahead (apm_init.GroupDraws with `template.draw_plan(True)`);
+        without them they are drawn here, on this thread."""
         self.net = template
         self.names = [n for n, _ in template.named_parameters() if not n.startswith("rgb_head.")]
-        self.params = self._draw(seeds)
+        self.params = self._draw(seeds, drawn)
 
-    def _draw(self, seeds: list[int]) -> dict[str, torch.Tensor]:
-        """Slice b is exactly what ApmNet.reset_parameters draws from seeds[b] (same order, same CPU RNG)."""
+    def _draw(self, seeds: list[int], drawn: Draws | None) -> dict[str, torch.Tensor]:
+        """Slice b is exactly what ApmNet.reset_parameters draws from seeds[b] (same order, same CPU
+        RNG). On a CPU the host buffers become the parameters (no copy); to CUDA they are copied
+        without blocking (pinned when drawn ahead)."""
+        if drawn is None:
+            drawn = draw_group(self.net.draw_plan(batched=True), seeds)
         device = self.net.query_pos.device
-        names = [n for n, _ in self.net.named_parameters()]
-        draws = [draw_parameters(self.net, seed) for seed in seeds]
-        stacked = {name: torch.stack([d[i] for d in draws]) for i, name in enumerate(names)}
-        return {n: stacked[n].to(device).requires_grad_() for n in self.names}
+        return {n: drawn[n].to(device, non_blocking=True).requires_grad_() for n in self.names}
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
@@ -82,17 +88,26 @@ class BatchedApm:
         return self.pool(self.features(x))
 
 
+class TrainedBatch(NamedTuple):
+    embeddings: torch.Tensor
+    """(B, D): what the predictions are made from."""
+    losses: torch.Tensor
+    """(B, steps) on the CPU: each sample's loss before each update."""
+    updates: torch.Tensor
+    """(B,) on the CPU: updates each sample applied (fewer than steps where fp16 skipped one)."""
+
+
 def train_batched(
-    template: ApmNet, pixels: torch.Tensor, targets: torch.Tensor, seeds: list[int], precision: str = "fp32"
-) -> tuple[torch.Tensor, torch.Tensor]:
+    template: ApmNet, pixels: torch.Tensor, targets: torch.Tensor, seeds: list[int], precision: str = "fp32",
+    drawn: Draws | None = None, scaled: bool | None = None,
+) -> TrainedBatch:
     """B samples' TTT at once, by the template's recipe: (B, 3, S, S) images, (B, D) targets, one seed
-    each. Returns the (B, D) embeddings the predictions are made from and the (B, steps) loss
-    trajectories (loss before each update), equal to `run_ttt` on each sample alone up to float
-    rounding. Identical copies of an image give the same loss and gradient as one, so `copies` costs
-    nothing here."""
+    each (`drawn`: their draws made ahead; `scaled`: loss scaling, by default fp16 on CUDA - see
+    ttt.train_steps). Equal to `run_ttt` on each sample alone up to float rounding. Identical copies
+    of an image give the same loss and gradient as one, so `copies` costs nothing here."""
     cfg = template.config
     device = pixels.device
-    batch = BatchedApm(template, seeds)
+    batch = BatchedApm(template, seeds, drawn)
     goal = targets.float()
 
     def forward() -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,9 +115,10 @@ def train_batched(
         return (embeddings.float() - goal).pow(2).mean(dim=1), embeddings  # slice b's gradient is sample b's own
 
     fused = device.type in ("cpu", "cuda")  # Adam is elementwise: one optimiser over stacked tensors is B
-    trajectory, last = train_steps(batch.parameters(), forward, len(seeds), cfg.steps, cfg.lr,
-                                   RECIPES.get(cfg.recipe), device, precision, fused=fused)
+    trained = train_steps(batch.parameters(), forward, len(seeds), cfg.steps, cfg.lr, RECIPES.get(cfg.recipe),
+                          device, precision, fused=fused, scaled=scaled)
+    last = trained.last
     if last is None:
         with torch.no_grad(), autocast(device, precision):
             last = batch(pixels).float()
-    return last, trajectory
+    return TrainedBatch(last, trained.losses, trained.updates)

@@ -39,7 +39,9 @@ class Teacher:
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Projected, unnormalised image embeddings (B, D) in fp32: the APM target."""
-        if self.device.type == "cuda":  # page-locked host memory lets the copy overlap
+        if self.device.type == "cuda" and pixels.device.type == "cpu":
+            # page-locked host memory lets the copy overlap; pixels pinned on a data thread are taken as
+            # they are (pin_memory returns a pinned tensor itself), and pixels on the GPU cannot be pinned
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
         else:
             pixels = pixels.to(self.device)
@@ -139,13 +141,15 @@ def load_teacher(config: TeacherConfig, device: str | torch.device = "cpu") -> T
 
 
 
-def meta_teacher(config: TeacherConfig) -> Teacher:
+def meta_teacher(config: TeacherConfig, source: ModelSource | None = None) -> Teacher:
     """The architecture of `config.model` on torch's meta device: no weights, no memory, every shape.
-    What `apm-bench plan` counts FLOPs on."""
-    model, _, preprocess = open_clip.create_model_and_transforms(config.model, device="meta")
+    What `apm-bench plan` and the workers count FLOPs on. `source`: a loaded teacher's, whose own
+    architecture is built then (a local or hub model's config; its weights are not read)."""
+    name = source.model_name if source is not None else config.model
+    model, _, preprocess = open_clip.create_model_and_transforms(name, device="meta", load_weights=False)
     model.eval().requires_grad_(False)  # frozen, as a loaded teacher: no weight gradients to count
-    tokenizer = open_clip.get_tokenizer(config.model)
+    tokenizer = open_clip.get_tokenizer(name)
     device = torch.device("meta")
     embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
-    return Teacher(model, preprocess, tokenizer, device, config, resolve_source(config.model, "none"), embed_dim,
-                   logit_scale=100.0)  # FLOPs only
+    return Teacher(model, preprocess, tokenizer, device, config, source or resolve_source(config.model, "none"),
+                   embed_dim, logit_scale=100.0)  # FLOPs only
