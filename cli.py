@@ -61,6 +61,11 @@ def run(
     splits_dir: Annotated[Optional[Path], typer.Option(help="Where CoOp split files are.")] = None,
     hub_revision: Annotated[Optional[str], typer.Option(help="Pin the hub revision.")] = None,
     skip_missing: Annotated[bool, typer.Option(help="Run the tasks whose data is found.")] = False,
+    deterministic: Annotated[bool, typer.Option(
+        help="Deterministic kernels (torch's deterministic algorithms, cuDNN without autotuning): equal rows "
+             "run to run on one GPU model; part of the fingerprint.")] = False,
+    allow_other_device: Annotated[bool, typer.Option(
+        help="Let a resume run on another GPU model than the run was started on (rows may round differently).")] = False,
     exif_transpose: Annotated[bool, typer.Option(
         help="Turn images upright by their EXIF tag (off: pixels as stored, as the reference loaders).")] = False,
     set_: Annotated[Optional[list[str]], typer.Option(
@@ -93,9 +98,9 @@ def run(
             problems.append(f"--{flag} must be one of {', '.join(choices)}, not '{value}'")
 
     if resume is not None:
-        if suite or task or method or set_:
+        if suite or task or method or set_ or deterministic:
             problems.append("--resume takes tasks, methods and settings from the run's manifest; "
-                            "drop --suite/--task/--method/--set")
+                            "drop --suite/--task/--method/--set/--deterministic")
         if resume.name in ("", ".", ".."):  # `results/..`: the folder it means, by name
             resume = Path(os.path.abspath(resume))
         out_root, run_id = resume.parent, resume.name
@@ -124,6 +129,7 @@ def run(
         seed=seed,
         shard_size=shard_size,
         suite=suite,
+        deterministic=deterministic,
     )
     execution = ExecConfig(
         out_root=str(out_root), run_id=run_id, address=address, workers=workers, device=device,
@@ -135,6 +141,7 @@ def run(
         max_attempts=max_attempts,
         max_restarts=max_restarts,
         cpus_per_worker=cpus_per_worker,
+        allow_other_device=allow_other_device,
     )
     tasks: list = []
     if config is not None:

@@ -54,6 +54,9 @@ class RunConfig:
     suite: str | None = None
     task_versions: tuple[tuple[str, str], ...] = ()
     """(task spec, task version) pairs, filled when tasks are resolved, so data changes show."""
+    deterministic: bool = False
+    """--deterministic: torch's deterministic algorithms and cuDNN kernels (harness.environment). In the
+    fingerprint: those kernels may round differently from the default ones."""
     device_type: str | None = None
     """cpu or cuda: where the networks ran, resolved when the run starts. In the fingerprint, because
     devices differ in arithmetic; with `teacher.precision` it gives the effective precision (autocast
@@ -126,6 +129,9 @@ class ExecConfig:
     """Tries per shard before it is recorded as failed and the run goes on."""
     max_restarts: int = 2
     """Times Ray restarts a dead worker (which reloads its teacher) before it is retired."""
+    allow_other_device: bool = False
+    """Let a resume run on another GPU model than the run was started on (its rows may round
+    differently; each row names its device)."""
 
 
 def _tuples(value: Any) -> Any:

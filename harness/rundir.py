@@ -188,7 +188,7 @@ def check_layout(run_dir: Path) -> None:
 MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
     "run_id": (str,), "fingerprint": (str,), "config": (dict,), "execution": (dict,), "versions": (dict,),
     "code_version": (str,), "started": (str,), "finished": (str, type(None)), "failed_shards": (dict,),
-    "shards_total": (int, type(None)), "samples_total": (int, type(None)), "layout": (int,),
+    "shards_total": (int, type(None)), "samples_total": (int, type(None)), "layout": (int,), "environments": (dict,),
 }
 """The manifest's fields and the JSON types they may hold (any may be missing in an older run)."""
 CONFIG_FIELDS: dict[str, tuple[type, ...]] = {"tasks": (list,), "methods": (list,), "teacher": (dict,),

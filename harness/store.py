@@ -1,62 +1,15 @@
-"""The row schema: one row per (sample, method), with its provenance. Where rows are written and
-read is harness.resultfiles'; the run directory around them is harness.rundir's."""
+"""The row schema: one row per (sample, method), with its provenance, as Parquet holds it. Where rows
+are written and read is harness.resultfiles'; the run directory around them is harness.rundir's."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import pyarrow as pa
 
+from harness.row import Row
 
-@dataclass(frozen=True)
-class Row:
-    """One (sample, method) result with the provenance needed to trust and pair it."""
-
-    run_id: str
-    fingerprint: str
-    code_version: str
-    task: str
-    task_version: str
-    data_source: str
-    sample_id: str
-    content_hash: str | None
-    label: int
-    n_classes: int
-    """Classes the task is scored over: top-5 is recorded only where there are at least 5."""
-    protocol: str
-    """Where the class names and templates came from (`clip-imagenet`, `coop`, `clip-benchmark`, ...)."""
-    method: str
-    model: str
-    pretrained: str
-    weights_source: str
-    weights_sha256: str | None
-    """Content hash of the teacher's weights (None: random weights from the config's seed)."""
-    seed: int
-    prediction: int | None
-    correct: bool | None
-    top5: list[int]
-    top5_correct: bool | None
-    confidence: float | None
-    prediction_before: int | None
-    n_templates: int
-    template_set: str | None
-    """The name of the prompts the classifier came from (or, for a learned prompt, its start)."""
-    ttt_steps: int
-    loss_first: float | None
-    loss_last: float | None
-    losses: list[float]
-    seconds: float
-    flops: int | None
-    peak_memory_bytes: int | None
-    """The method's peak device memory above what was allocated when it started (CUDA only)."""
-    peak_memory_samples: int | None
-    """How many samples that peak covers (a batch of APMs trained together, or one sample)."""
-    device: str
-    precision: str
-    """What the networks computed in: the requested precision on CUDA, fp32 on a CPU."""
-    worker: str
-    error: str | None
+__all__ = ["REQUIRED", "Row", "SCHEMA", "rows_to_table", "schema_problem"]
 
 
 SCHEMA = pa.schema(
@@ -98,6 +51,8 @@ SCHEMA = pa.schema(
         ("precision", pa.string()),
         ("worker", pa.string()),
         ("error", pa.string()),
+        ("device_model", pa.string()),
+        ("environment", pa.string()),
     ]
 )
 assert SCHEMA.names == [f.name for f in dataclasses.fields(Row)], "Row and SCHEMA must list the same columns"

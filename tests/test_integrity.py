@@ -139,7 +139,14 @@ def test_a_full_disk_during_a_shard_write_stops_with_one_line(tmp_path, referenc
 
 
 def test_a_full_disk_during_the_manifest_write_stops_with_one_line(tmp_path, reference, monkeypatch):
-    _full_disk_on(monkeypatch, rundir.json, "dump", 2)  # the first manifest write succeeds, the last one fails
+    real = rundir.json.dump
+
+    def full_at_the_end(manifest, fh, **kwargs):  # the writes at the start succeed, the one recording the end fails
+        if manifest.get("finished"):
+            raise OSError(errno.ENOSPC, "No space left on device", "manifest.json")
+        return real(manifest, fh, **kwargs)
+
+    monkeypatch.setattr(rundir.json, "dump", full_at_the_end)
     with pytest.raises(StorageError, match="cannot write .*No space left on device; the 8/8 finished shards"):
         _run(tmp_path, "run")
     run_dir = tmp_path / "run"

@@ -78,6 +78,7 @@ def dispatch(
     gather_seconds: float = 30.0,
     names: Sequence[str] | None = None,
     on_ready: Callable[[int], None] | None = None,
+    on_info: Callable[[dict], None] | None = None,
 ) -> DispatchResult:
     """Run every shard on some actor; `write` each result as it arrives (the driver holds one
     shard's rows at a time), unless `check` finds it wrong (then it is retried like a failure).
@@ -92,6 +93,8 @@ def dispatch(
     shows Ray has restarted it (its shards go to the others meanwhile); one that died more than
     `max_restarts` times, does not come back within `recovery_seconds`, or fails to load again, is
     retired. `names` say where each actor was asked to run, until its own info() tells its place.
+    `on_info` sees every worker's info() as it loads or comes back (its device and software), and may
+    stop the run by raising.
 
     A worker that fails to load is retired with a note while another lives or has loaded. Until one
     has, the notes wait: when every worker fails to load, that is the run's own failure (bad weights,
@@ -195,6 +198,8 @@ def dispatch(
             else:
                 if isinstance(info, dict) and info.get("place"):
                     places[i] = info["place"]
+                if on_info is not None and isinstance(info, dict):
+                    on_info(info)  # may stop the run (a resume on another device model)
                 placing.discard(i)
                 recovering.pop(i, None)
                 if first_ready is None:

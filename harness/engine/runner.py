@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import interrupts, resultfiles, rundir
 from harness.config import ExecConfig, RunConfig
 from harness.engine.cluster import ray_session
+from harness.engine.environments import Environments
 from harness.engine.dispatch import DispatchResult, dispatch
 from harness.engine.placement import actor_options, cluster_nodes, placed
 from harness.engine.pool import PoolPlan, device_type, plan_pool
@@ -228,7 +229,9 @@ def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: li
         if todo:
             interrupts.check()
             cluster.enter_context(ray_session(execution))
-            result = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir, compactor)
+            environments = Environments(run_dir, manifest, execution.allow_other_device)
+            result = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir, compactor,
+                               environments)
         with _storage(run_dir, len(shards)):
             compactor.flush()
             manifest["failed_shards"] = result.failed
@@ -288,6 +291,7 @@ def _dispatch(
     todo: list[Shard],
     run_dir: Path,
     compactor: Compactor,
+    environments: Environments,
 ) -> DispatchResult:
     import ray
 
@@ -335,7 +339,8 @@ def _dispatch(
         with _storage(run_dir, total), \
                 _progress(execution.progress, sum(len(s.refs) for s in todo), pool) as (bar, task_id):
             result = dispatch(actors, todo, write, execution.max_attempts, execution.max_restarts, check=wrong,
-                              placement_seconds=execution.placement_timeout, names=names, on_ready=share_classifiers)
+                              placement_seconds=execution.placement_timeout, names=names, on_ready=share_classifiers,
+                              on_info=environments.seen)
             result.capped = pool.capped(execution.workers)
             return result
     finally:

@@ -10,8 +10,8 @@ import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import torch
 
 from harness.config import RunConfig
@@ -22,9 +22,12 @@ from harness.methods import METHODS
 from harness.methods.base import Method, Outcome, SampleInput
 from harness.models.teacher import Teacher, load_teacher, meta_teacher
 from harness.seeding import derive_seed
-from harness.store import Row, rows_to_table
+from harness.environment import device_environment, environment_id, make_deterministic
+from harness.row import Row
 from tasks.base import LoadedImage, SampleRef, Task
 
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 TOP5_MIN_CLASSES = 5
 """As CLIP_benchmark: top-5 accuracy only where a task has at least 5 classes (below, it is always 100%)."""
@@ -60,11 +63,15 @@ class ShardWorker:
         `data_threads`: threads that decode images and make views (a GPU worker gets its share of the
         node's CPUs for these, so the GPU is not left waiting)."""
         torch.set_num_threads(threads)
+        if config.deterministic:
+            make_deterministic()  # before the first CUDA work: cuBLAS reads its setting then
         self.config = config
         self.tasks = tasks
         self.identity = identity
         self.device = resolve_device(device)
         set_tf32(self.device, config.teacher.precision)
+        self.environment = device_environment(self.device)
+        self.environment_id = environment_id(self.environment)
         self.precision = effective_precision(self.device.type, config.teacher.precision)
         self.teacher = load_teacher(config.teacher, self.device)
         self.flop_teacher = _flop_teacher(self.teacher)
@@ -81,8 +88,11 @@ class ShardWorker:
         self._prefetched: dict[str, Future] = {}
         self._lock = threading.Lock()
 
-    def info(self) -> dict[str, str]:
-        return {"worker": self.name, "device": str(self.device)}
+    def info(self) -> dict:
+        """Who and where this worker is: its name, device, and the device and software its rows are
+        computed with (the driver records them in the manifest, keyed as the rows' `environment`)."""
+        return {"worker": self.name, "device": str(self.device), "environment": self.environment,
+                "environment_id": self.environment_id}
 
     def text_classifiers(self) -> dict[tuple, torch.Tensor]:
         """Build every text classifier this run's methods score with, once, for all workers."""
@@ -97,6 +107,12 @@ class ShardWorker:
         self.teacher.adopt_classifiers(classifiers)
 
     def process(self, shard: Shard) -> pa.Table:
+        """The shard's rows as a table in the store's schema (what the driver writes)."""
+        from harness.store import rows_to_table  # pyarrow: a worker used in-process (gpu_check) can do without
+
+        return rows_to_table(self.rows(shard))
+
+    def rows(self, shard: Shard) -> list[Row]:
         """Rows for every (sample, method) of the shard. A sample that fails to load gets error rows; a
         method that fails gets error rows for the samples it failed on (evaluation.py), and the other
         methods' rows stand. A sticky device error ends the worker (Ray restarts it); any other failure
@@ -127,7 +143,7 @@ class ShardWorker:
                 row = self._row(task, ref, method.name, outcome, hashes.get(ref.sample_id))
                 rows.append(dataclasses.replace(row, peak_memory_bytes=run.peak,
                                                 peak_memory_samples=outcome.batch if run.peak else None))
-        return rows_to_table(rows)
+        return rows
 
     def prefetch(self, shard: Shard) -> None:
         """Decode a queued shard's images on the I/O thread while the compute thread works on the
@@ -218,6 +234,8 @@ class ShardWorker:
             precision=self.precision,
             worker=self.name,
             error=out.error,
+            device_model=self.environment["device"],
+            environment=self.environment_id,
         )
 
 

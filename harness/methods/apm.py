@@ -265,10 +265,16 @@ def batch_size(config: ApmConfig, net: ApmNet, device: torch.device, available: 
         budget, cap = int(0.6 * torch.cuda.mem_get_info(device)[0]), available
     else:
         budget, cap = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4, 16
+    return max(1, min(available, cap, budget // sample_bytes(config, net)))
+
+
+def sample_bytes(config: ApmConfig, net: ApmNet) -> int:
+    """The device memory one sample of a batch is estimated to take (fp32): its parameters with their
+    gradients and Adam's two moments, and the activations it keeps for backward (bench/gpu_check.py
+    measures the real figure against this)."""
     locations = config.chunk_size or net.locations
     widths = sum(config.hidden) + net.out_dim
-    per_sample = 4 * (4 * net.num_parameters() + 3 * net.locations * net.out_dim + 2 * locations * widths)
-    return max(1, min(available, cap, budget // per_sample))
+    return 4 * (4 * net.num_parameters() + 3 * net.locations * net.out_dim + 2 * locations * widths)
 
 
 def apm(settings: ApmConfig) -> ApmMethod:
