@@ -238,12 +238,13 @@ def test_rlcf_with_another_reward_model_resizes_and_renormalises_the_views(teach
     pixels = teacher.preprocess(sample.image)[None]
     shown = method.reward_views(teacher, reward, pixels)
     direct = load_teacher(TeacherConfig(pretrained=str(siglip_dir)))
-    resized = F.interpolate(pixels * 0.2686 + 0.4578, size=224, mode="bicubic", align_corners=False)
+    resized = F.interpolate(pixels * 0.2686 + 0.4578, size=224, mode="bicubic", align_corners=True)  # as the authors
     expected = F.normalize(direct.encode_images((resized - 0.5) / 0.5), dim=-1)
     torch.testing.assert_close(shown, expected, atol=2e-2, rtol=0)  # CLIP's per-channel statistics, rounded here
     out = method.evaluate(teacher, TASK, _samples(teacher, 2))
     assert all(o.error is None and o.steps == 3 for o in out)
-    tpt = TptMethod(TptConfig(**{f: getattr(method.config, f) for f in ("views", "top", "steps", "lr", "ctx_init")}))
+    tpt = TptMethod(TptConfig(**{f: getattr(method.config, f) for f in ("views", "top", "lr", "ctx_init")},
+                              steps=method.steps(TASK)))
     assert method.flops(teacher, TASK) == tpt.flops(teacher, TASK) + reward.image_flops  # its one confident view
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 from harness.errors import HarnessError
 
 AUGMIX_CHOICES = ("auto", "on", "off")
+TPS_TEMPLATES = ("openai-imagenet-80", "single")
+"""TPS's prototype templates, named as tasks.templates names the sets (and the rows record them)."""
 
 
 def _one_of(field: str, value: object, choices: tuple[str, ...]) -> None:
@@ -183,8 +185,9 @@ class TptConfig(ViewsConfig):
         if not 0 < self.top <= 1:
             raise HarnessError(f"top must lie in (0, 1], not {self.top:g}")
         _at_least("text_chunk", self.text_chunk, 0)
-        _at_least("steps", self.steps, 0)
-        _at_most("steps", self.steps, MAX_STEPS, "each step's loss is kept in the sample's row")
+        if self.steps is not None:  # None: a method's per-family default (RLCF)
+            _at_least("steps", self.steps, 0)
+            _at_most("steps", self.steps, MAX_STEPS, "each step's loss is kept in the sample's row")
 
 
 @dataclass(frozen=True)
@@ -211,9 +214,14 @@ class RtptConfig(TptConfig):
     get_top_sim)."""
     temperature: float = 0.01
     """Weights = softmax(reliability / temperature) over the views (0.01 in the code)."""
+    self_mask: str = "diagonal"
+    """How a view's own similarity leaves its neighbours: `diagonal` removes it; `threshold` is the
+    authors' `sim >= 1.0` mask, under which a view whose fp32 self-similarity rounds just below 1.0
+    (about 39% of them at D = 512) keeps itself among its neighbours, and exact duplicates drop each other."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _one_of("self_mask", self.self_mask, ("diagonal", "threshold"))
         _at_least("neighbours", self.neighbours, 1)
         _at_most("neighbours", self.neighbours, MAX_VIEWS, "a view has at most views - 1 others, and views are "
                  f"at most {MAX_VIEWS}")
@@ -227,9 +235,10 @@ class TpsConfig(TptConfig):
     lr: float | None = None  # type: ignore[assignment]
     """AdamW learning rate; unset: TTA-VLM's rule, 5e-3 on the ImageNet family (the authors' README)
     and 1e-3 elsewhere."""
-    prototypes: str = "ensemble"
-    """Class prototypes: `ensemble`, the mean of the task's template embeddings (the authors' 80
-    templates on ImageNet; their GPT-4 descriptors are not shipped here), or `single`."""
+    templates: str = "openai-imagenet-80"
+    """The prototypes' templates on every data set, the authors' two choices: `openai-imagenet-80`,
+    CLIP's 80 ImageNet templates averaged (`--with_templates`, their class_embeds_w_imagenet_templates
+    files), or `single`, "a photo of a {}." (without it). Their GPT-4 descriptors are not shipped here."""
     ctx_init: str = "a photo of a"
     """Unused by TPS (it tunes no prompt); kept so that TPT's settings read the same."""
     text_chunk: int = 100
@@ -237,7 +246,7 @@ class TpsConfig(TptConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _one_of("prototypes", self.prototypes, ("ensemble", "single"))
+        _one_of("templates", self.templates, TPS_TEMPLATES)
 
 
 @dataclass(frozen=True)
@@ -253,9 +262,15 @@ class ZeroConfig(ViewsConfig):
     fine-grained sets: `auto`)."""
     ctx_init: str = "a photo of a"
     """The prompt's words before the class name ("a photo of a {}.")."""
+    vote: str = "hard"
+    """`hard`: each kept view's argmax is one vote (TTA-VLM's fp32 votes). `fp16-soft`: the authors'
+    softmax(l / eps) of the unscaled cosines l in fp16 (eps = 2^-10), computed in fp16 on any device:
+    a vote splits between classes whose cosines lie within about 0.004 (15 fp16 steps); for
+    comparisons with their `--precision fp16` numbers."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _one_of("vote", self.vote, ("hard", "fp16-soft"))
         if not 0 < self.top < 1:
             raise HarnessError(f"top must lie in (0, 1), not {self.top:g} (the tie-break needs discarded views)")
 
@@ -317,6 +332,9 @@ class TtlConfig(ViewsConfig):
     """AdamW's; torch's default, as the code leaves it."""
     ctx_init: str = "a photo of a"
     """The class prompts' words ("a photo of a {}.")."""
+    augmix: str = "off"
+    """The authors' views are crops and flips on every data set: their AugMixAugmenter sets
+    `aug_list = []` in both branches (data/datautils.py). `auto`: TPT's AugMix on the fine-grained sets; on."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -334,8 +352,10 @@ class RlcfConfig(TptConfig):
     prompt variant runs it: TPT's prompt, tuned towards the classes a reward CLIP scores high on the
     confident views (REINFORCE with a per-view baseline)."""
 
-    steps: int = 3
-    """AdamW steps per sample (rlcf-prompt.sh: 3)."""
+    steps: int | None = None  # type: ignore[assignment]
+    """AdamW steps per sample; unset: the authors' per task family, 5 on the fine-grained sets
+    (scripts/rlcf-prompt-fine.sh, `tta_steps=5`; it does not parse as shipped, `${augmix}` is never
+    defined) and 3 elsewhere (rlcf-prompt.sh). TTA-VLM takes 3 everywhere: `--set rlcf.steps=3`."""
     lr: float = 7e-3
     """AdamW learning rate (7e-3)."""
     weight_decay: float = 5e-4

@@ -124,10 +124,15 @@ class ViewMethod:
         """FLOPs per sample beyond the views' image forwards (counted, on the meta device too)."""
         return 0
 
+    def cost_key(self, task: Task) -> tuple:
+        """What of a task the cost per sample depends on: its classes, and whatever else a method
+        settles per task (RLCF's steps per task family)."""
+        return (task.classnames,)
+
     def flops(self, teacher: Teacher, task: Task) -> int:
         """Per sample: every view through the image tower (view 0 is the shared teacher forward) and
-        what `adapt` adds. Counted once per task."""
-        key = (id(teacher), task.classnames)
+        what `adapt` adds. Counted once per cost key."""
+        key = (id(teacher), *self.cost_key(task))
         if key not in self._flops:
             self._flops[key] = self.config.views * teacher.image_flops + self.adapt_flops(teacher, task)
         return self._flops[key]

@@ -1,7 +1,8 @@
 """RLCF (Zhao et al., ICLR 2024), the prompt variant: TPT's prompt and confident views, tuned by
 REINFORCE towards the classes a reward CLIP scores high. For each confident view, its top-k classes
 under the current prompt are "sampled"; each gets the reward max(0, w cos(reward image, reward text))
-less the mean over the view's k classes; the loss is the mean of reward x cross-entropy."""
+less the mean over the view's k classes; the loss is the mean of reward x cross-entropy. The authors
+take 3 steps on the ImageNet family and 5 on the fine-grained sets (their two scripts)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ import torch.nn.functional as F
 from harness.models.teacher_config import TeacherConfig
 from harness.methods.base import Outcome, SampleInput
 from harness.methods.configs import RlcfConfig
-from harness.methods.episodic import normalisation, prompt_templates
+from harness.methods.episodic import FINE_GRAINED_FAMILIES, normalisation, prompt_templates, task_family
 from harness.methods.prompt import Loss, tune
 from harness.methods.tpt import TptMethod
 from harness.models.sources import resolve_source
 from harness.models.teacher import Teacher, load_teacher, meta_teacher
 from tasks.base import Task
+
+STEPS = 3
+"""scripts/rlcf-prompt.sh (the ImageNet family), and every task neither script names."""
+FINE_GRAINED_STEPS = 5
+"""scripts/rlcf-prompt-fine.sh (`tta_steps=5`)."""
 
 
 def reinforce_loss(reward_image: torch.Tensor, reward_text: torch.Tensor, k: int, weight: float) -> Loss:
@@ -42,6 +48,11 @@ class RlcfMethod(TptMethod):
     _reward: dict[str, Teacher] = field(default_factory=dict, repr=False)
     """The reward CLIP by device type: the run's device, and the meta device FLOPs are counted on."""
 
+    def steps(self, task: Task) -> int:
+        if self.config.steps is not None:
+            return self.config.steps
+        return FINE_GRAINED_STEPS if task_family(task) in FINE_GRAINED_FAMILIES else STEPS
+
     def reward_teacher(self, teacher: Teacher) -> Teacher:
         """The reward CLIP, loaded once per worker on the teacher's device (`teacher`: the run's own)."""
         cfg = self.config
@@ -57,13 +68,14 @@ class RlcfMethod(TptMethod):
 
     def reward_views(self, teacher: Teacher, reward: Teacher, pixels: torch.Tensor) -> torch.Tensor:
         """The reward model's normalised embeddings of views made for the policy: back to pixel values,
-        resized (bicubic) to its input side and normalised its way, if it differs."""
+        resized to its input side (bicubic, `align_corners=True` as the authors resize) and normalised
+        its way, if it differs. A 224 px teacher and the authors' 224 px ViT-L/14 need no resize."""
         if reward is not teacher:
             mean, std = (torch.tensor(v, device=pixels.device).view(1, 3, 1, 1) for v in normalisation(teacher.preprocess))
             r_mean, r_std = (torch.tensor(v, device=pixels.device).view(1, 3, 1, 1) for v in normalisation(reward.preprocess))
             pixels = pixels * std + mean
             if reward.input_size != pixels.shape[-1]:
-                pixels = F.interpolate(pixels, size=reward.input_size, mode="bicubic", align_corners=False)
+                pixels = F.interpolate(pixels, size=reward.input_size, mode="bicubic", align_corners=True)
             pixels = (pixels - r_mean) / r_std
         return F.normalize(reward.encode_images(pixels), dim=-1)
 
@@ -82,7 +94,8 @@ class RlcfMethod(TptMethod):
             return reinforce_loss(self.reward_views(teacher, reward, pixels[selected]), reward_text,
                                   min(cfg.sample_k, len(task.classnames)), cfg.reward_weight)
 
-        losses, _ = tune(learner, features, teacher, cfg.steps, cfg.lr, cfg.weight_decay, cfg.top, loss_for=loss_for)
+        losses, _ = tune(learner, features, teacher, self.steps(task), cfg.lr, cfg.weight_decay, cfg.top,
+                         loss_for=loss_for)
         return self.conclude(teacher, task, learner, features, losses)
 
     def adapt_flops(self, teacher: Teacher, task: Task) -> int:

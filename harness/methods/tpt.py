@@ -49,6 +49,13 @@ class TptMethod(ViewMethod):
     def lr(self, task: Task) -> float:
         return self.config.lr
 
+    def steps(self, task: Task) -> int:
+        """Optimiser steps per sample on `task` (a method whose authors differ per family overrides this)."""
+        return self.config.steps
+
+    def cost_key(self, task: Task) -> tuple:
+        return (*super().cost_key(task), self.steps(task))
+
     def loss(self, task: Task) -> Loss:
         return tpt_loss
 
@@ -65,7 +72,7 @@ class TptMethod(ViewMethod):
             step = count_flops(lambda: self._tune(learner, features, teacher, task, steps=1))
             final = count_flops(lambda: self.predict(teacher, learner, features))  # with grad on: the counter needs it
         learner.reset()
-        return self.config.steps * step + final
+        return self.steps(task) * step + final
 
     def _tune(self, learner: torch.nn.Module, features: torch.Tensor, teacher: Teacher, task: Task,
               steps: int) -> tuple[list[float], torch.Tensor]:
@@ -82,7 +89,7 @@ class TptMethod(ViewMethod):
         """View 0 is the teacher's own preprocessing (TPT's resize + centre crop)."""
         learner = self.learner(teacher, task)
         learner.reset()
-        losses, _ = self._tune(learner, features, teacher, task, self.config.steps)
+        losses, _ = self._tune(learner, features, teacher, task, self.steps(task))
         return self.conclude(teacher, task, learner, features, losses)
 
     def conclude(self, teacher: Teacher, task: Task, learner: torch.nn.Module, features: torch.Tensor,

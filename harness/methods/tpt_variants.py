@@ -16,10 +16,14 @@ from harness.methods.tpt import TptMethod
 from harness.models.teacher import Teacher
 from harness.precision import autocast
 from tasks.base import Task
-from tasks.templates import SINGLE, TemplateSet
+from tasks.templates import OPENAI_IMAGENET, SINGLE, TemplateSet
 
 CTPT_SHIFTED = frozenset({"imagenet-a", "imagenet-v2", "imagenet-r", "imagenet-sketch"})
 """The sets C-TPT's ds script runs (lambda 20, AugMix on); its fg script runs the rest (lambda 50)."""
+TPS_TEMPLATE_SETS = {s.name: s for s in (OPENAI_IMAGENET, SINGLE)}
+"""`tps.templates` -> its set: the authors average CLIP's 80 ImageNet templates for every data set
+(`--with_templates`), or take "a photo of a {}." without it. Not the task's own set (CoOp's single
+per-dataset template on the fine-grained sets)."""
 
 
 def dispersion(text: torch.Tensor) -> torch.Tensor:
@@ -52,12 +56,20 @@ def mean_view_entropy(logits: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     return view_entropy(logits).mean()
 
 
-def reliability_weights(features: torch.Tensor, neighbours: int, temperature: float) -> torch.Tensor:
+def reliability_weights(features: torch.Tensor, neighbours: int, temperature: float,
+                        self_mask: str = "diagonal") -> torch.Tensor:
     """softmax over the views of (mean cosine similarity to the view's `neighbours` most similar other
-    views) / temperature. The authors drop self-similarity by masking entries >= 1.0; here the
-    diagonal is masked, which differs only for exact duplicate views."""
+    views) / temperature, in fp32. `diagonal` removes each view's own similarity. `threshold` is the
+    authors' rule (get_top_sim): every entry >= 1.0 is masked. In fp32 the self-similarity of a unit
+    vector often rounds just below 1.0 (about 39% of views at D = 512), and such a view keeps itself,
+    at about 1.0, among its neighbours, which raises its reliability: weights differ by up to 2.4x,
+    enough to change predictions when the views split between two classes. Exact duplicates, whose
+    similarity rounds to 1.0, drop each other too."""
     sims = features.float() @ features.float().T
-    sims.fill_diagonal_(float("-inf"))
+    if self_mask == "threshold":
+        sims[sims >= 1.0] = float("-inf")
+    else:
+        sims.fill_diagonal_(float("-inf"))
     k = max(1, min(neighbours, len(features) - 1))
     return (sims.topk(k, dim=-1).values.mean(-1) / temperature).softmax(0)
 
@@ -72,7 +84,8 @@ class RtptMethod(TptMethod):
     def predict(self, teacher: Teacher, learner: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
         """Every view's logits with the tuned prompt, averaged with the views' reliability weights
         (logits, not probabilities, as the authors average)."""
-        weights = reliability_weights(features, self.config.neighbours, self.config.temperature)
+        cfg = self.config
+        weights = reliability_weights(features, cfg.neighbours, cfg.temperature, cfg.self_mask)
         with autocast(teacher.device, teacher.config.precision):
             text = learner()
         logits = teacher.logit_scale * features.float() @ text.float().T
@@ -84,8 +97,9 @@ class TpsMethod(TptMethod):
     name: str = "tps"
 
     def templates(self, task: Task) -> TemplateSet:
-        """The prototypes' templates: the untuned classifier is TPS's start (a zero shift)."""
-        return task.templates if self.config.prototypes == "ensemble" else SINGLE
+        """The prototypes' templates, the same set on every task as the authors' (`tps.templates`): the
+        untuned classifier is TPS's start (a zero shift)."""
+        return TPS_TEMPLATE_SETS[self.config.templates]
 
     def make_learner(self, teacher: Teacher, task: Task) -> torch.nn.Module:
         return ShiftLearner(teacher.classifier(task.classnames, self.templates(task)).T)

@@ -1,7 +1,9 @@
 """TTL (Imam et al., WACV 2025): low-rank updates of the image tower's last attention blocks, trained
 for one step on one image's views, then discarded. The teacher's weights are never touched: the
 updated weights W + (alpha / r) (A B)^T are handed to the tower for this sample's forwards only
-(torch.func.functional_call), so nothing of the sample can stay in the shared teacher."""
+(torch.func.functional_call), so nothing of the sample can stay in the shared teacher. Its views are
+crops and flips on every data set: the authors' AugMixAugmenter has an empty AugMix op list in both
+branches, so TPT's AugMix rule does not apply (TtlConfig.augmix)."""
 
 from __future__ import annotations
 

@@ -23,21 +23,40 @@ class Vote:
     """Indices of the views that voted."""
     tie_broken_by: int | None
     """The discarded view whose argmax settled a tie (None: no tie, or no discarded view settled it)."""
+    share: float
+    """The winner's votes before any tie-break, over the views that voted."""
 
 
-def zero_vote(logits: torch.Tensor, top: float) -> Vote:
+def fp16_soft_votes(cosines: torch.Tensor) -> torch.Tensor:
+    """(C,) the authors' votes of the views whose unscaled cosines (K, C) are given, computed in fp16
+    as their fp16 model computes them: l = the cosines in fp16, softmax(l / eps) per view with eps
+    fp16's 2^-10, summed over the views. A view's vote splits between classes whose cosines lie within
+    a few eps (the loser keeps about e^-4 at a gap of 0.004, some 15 fp16 steps of a cosine near 0.3),
+    not only one step apart. Half softmax and sum accumulate in fp32 and round to fp16 on the CPU as
+    on CUDA, so the votes do not depend on the device."""
+    ell = cosines.to(torch.float16)
+    return (ell / torch.finfo(ell.dtype).eps).softmax(-1).sum(0).float()
+
+
+def zero_vote(logits: torch.Tensor, top: float, cosines: torch.Tensor | None = None) -> Vote:
     """ZERO: the int(N * top) lowest-entropy views each vote for their argmax. A tie between the most
     voted classes goes to the tied class that the most confident discarded view votes for (FarinaMatteo/
     zero, greedy_break), which then gets one more vote. If no discarded view votes for a tied class, the
     lowest tied index wins (the authors' fallback adds the vote to another class by an indexing slip,
-    TTA-VLM's to class 0; both leave the tie unbroken in spirit). Votes are hard: TTA-VLM's fp32 votes,
-    not the original's fp16 softmax(ell / eps), which splits a vote when two cosines are one fp16 step apart."""
+    TTA-VLM's to class 0; both leave the tie unbroken in spirit). Votes are hard (TTA-VLM's fp32 votes)
+    unless the views' unscaled `cosines` (N, C) are given: then the authors' fp16 soft votes
+    (fp16_soft_votes), tied only when two classes' fp16 sums are equal. The views are chosen from the
+    fp32 `logits` either way."""
     order = view_entropy(logits).argsort(stable=True)
     keep = int(len(logits) * top)
     kept, discarded = order[:keep], order[keep:]
     choice = logits.argmax(-1)
-    votes = torch.bincount(choice[kept], minlength=logits.shape[-1]).float()
+    if cosines is None:
+        votes = torch.bincount(choice[kept], minlength=logits.shape[-1]).float()
+    else:
+        votes = fp16_soft_votes(cosines[kept])
     tied = (votes == votes.max()).nonzero().flatten().tolist()
+    share = float(votes.max()) / max(1, keep)
     breaker = None
     if len(tied) > 1:
         winner = tied[0]
@@ -46,7 +65,7 @@ def zero_vote(logits: torch.Tensor, top: float) -> Vote:
                 winner, breaker = int(choice[view]), view
                 break
         votes[winner] += 1
-    return Vote(votes, kept, breaker)
+    return Vote(votes, kept, breaker, share)
 
 
 @dataclass
@@ -56,12 +75,11 @@ class ZeroMethod(ViewMethod):
     def adapt(self, teacher: Teacher, task: Task, features: torch.Tensor, sample: SampleInput) -> Outcome:
         classifier = teacher.classifier(task.classnames, self.templates(task))
         logits = teacher.logit_scale * features.float() @ classifier
-        vote = zero_vote(logits, self.config.top)
+        cosines = features.float() @ classifier if self.config.vote == "fp16-soft" else None  # the authors' l
+        vote = zero_vote(logits, self.config.top, cosines)
         order = vote.votes.argsort(descending=True, stable=True)  # ties by class index, as the vote's argmax
         k = min(5, len(order))
-        winner = int(order[0])
-        share = float((logits[vote.kept].argmax(-1) == winner).float().mean())
-        return Outcome(winner, tuple(order[:k].tolist()), confidence=share, n_templates=1,
+        return Outcome(int(order[0]), tuple(order[:k].tolist()), confidence=vote.share, n_templates=1,
                        template_set=self.templates(task).name)
 
     def adapt_flops(self, teacher: Teacher, task: Task) -> int:
