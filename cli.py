@@ -144,22 +144,28 @@ def run(
         allow_other_device=allow_other_device,
     )
     tasks: list = []
-    if config is not None:
-        config, tasks, found = check(config, execution)
+    if config is not None:  # a plan prices a task whose data is absent from its published size
+        config, tasks, found = check(config, execution, plan_missing=dry_run)
         if suite and chosen is None:  # a misspelt suite: its tasks and methods are not missing as well
             found = [p for p in found if p not in missing_work(config)]
         problems += found
     if problems:
         raise Problems(problems)
     if dry_run:
-        from harness.plan import cost_lines, render, task_lines
+        from harness.plan import cost_lines, render, task_lines, weight_lines
 
         lines = task_lines(config, tasks)
         runs = [p.parent for p in Path(out_root).glob("*/manifest.json")]
-        echo(render(config, lines, cost_lines(config, lines, tasks, runs, device_tflops)))
+        echo(render(config, lines, cost_lines(config, lines, tasks, runs, device_tflops), weight_lines(config)))
         return
+    from harness.engine.prepare import pin_weights
+
+    config = pin_weights(config)  # weights found and hashed, or one line saying why not, before anything heavy
+    from harness.estimate import estimate
     from harness.engine.runner import run as run_engine  # torch, open_clip, Ray: only for a run that can start
 
+    for line in estimate(config, execution, tasks):  # what the run will be, before its first shard
+        echo(line, err=True)
     summary = run_engine(config, execution, tasks)
     for line in summary.repaired:
         echo(f"set aside in quarantine/: {line}", err=True)
@@ -184,10 +190,8 @@ def run(
     if summary.rows_written and summary.errors == summary.rows_written:  # a wrong folder or weights, not bad images
         echo(f"error: every row this run wrote is an error row (the first: {summary.first_error})", err=True)
         raise typer.Exit(4)
-    if config.teacher.pretrained == "none":
-        echo(f"note: the teacher {config.teacher.model} has random weights (--pretrained none): its accuracies are "
-             "chance; --suite smoke uses a trained one, --pretrained gives real weights")
-    echo(f"next: apm-bench report {summary.run_dir} --format markdown")
+    table = SUITES.get(config.suite).table if config.suite in SUITES else None  # a suite fills its paper table
+    echo(f"next: apm-bench report {summary.run_dir}" + (f" --table {table}" if table else "") + " --format markdown")
 
 
 @app.command()
@@ -210,21 +214,25 @@ def report(
     Parquet files only. Names the runs read; runs that measured the same samples are shown side by
     side, never pooled."""
     from harness.report.inputs import read_report_input
-    from harness.report.render import FORMATS, render_table
+    from harness.report.render import FORMATS, render, render_table
     from harness.report.render_paper import PAPER_FORMATS
     from harness.report.tables import TABLES
 
     if table is None:
-        renderer = FORMATS.get(format)
+        FORMATS.get(format)
     else:
         TABLES.get(table), PAPER_FORMATS.get(format)  # unknown names fail before any file is read
     read = read_report_input(list(dict.fromkeys(run_dirs or [])), out_root, allow_incomplete)
-    if table is None:
-        echo(renderer(read.rows, seed, resamples))
+    if format == "html":  # one page: the tables, and what only the runs have (figures, samples, provenance)
+        from harness.report.page import html_report
+
+        echo(html_report(read, table, reference, seed, resamples))
+    elif table is None:  # an unfinished run is marked in the body of every format, not only here
+        echo(render(read.rows, format, seed, resamples, read.progress, read.notes))
         for note in read.notes:
             echo(f"note: {note}", err=True)
     else:
-        echo(render_table(read.rows, table, format, reference, seed, resamples, read.notes))
+        echo(render_table(read.rows, table, format, reference, seed, resamples, read.notes, read.progress))
 
 
 for module in (figures, imagenet_c, listing, teacher):

@@ -72,6 +72,7 @@ def _block(task: str, samples: int, model: str, pretrained: str, method: str, rn
         "flops": pa.array(np.full(n, 2 * 10**10, np.int64)), "peak_memory_bytes": pa.array(np.full(n, None), pa.int64()),
         "peak_memory_samples": pa.array(np.full(n, None), pa.int32()), "precision": const("bf16"),
         "device": const("cuda:0"), "worker": const("node:1"), "error": pa.array(error, pa.string()),
+        "device_model": const("NVIDIA H100 80GB HBM3"), "environment": const("0123456789ab"),
     }
     return pa.table({f.name: columns[f.name].cast(f.type) for f in store.SCHEMA}, schema=store.SCHEMA)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import textwrap
 import types
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
+from harness import presets
 from harness.errors import HarnessError
 from harness.registry import unknown_name_message
 
@@ -59,10 +61,12 @@ def apply(
     """Build each method's config from `base` (a suite's values) and then `overrides` (TOML values or
     --set strings), collecting every problem: unknown method or field (with the closest name), a value
     of the wrong type, a value its config refuses, a method that is not in the run. Method `*` sets a
-    field in every method of the run that has it (`--set '*.views=16'`); a method's own value wins."""
+    field in every method of the run that has it (`--set '*.views=16'`); a method's own value wins.
+    A preset (`apm.preset=cpu-small`) becomes its fields in the layer that names it (harness.presets)."""
     from harness.methods import METHODS
 
-    overrides = _expand_wildcard(methods, overrides, problems, where)
+    overrides = _expand_presets(methods, _expand_wildcard(methods, overrides, problems, where), problems, where)
+    base = _expand_presets(methods, base, problems, "a suite's")
     out: dict[str, Any] = {}
     for method in dict.fromkeys([*base, *overrides]):
         fields = {**base.get(method, {}), **overrides.get(method, {})}
@@ -108,13 +112,32 @@ def resolve(
     tables = {m: t for m, t in file_tables.items() if m in methods or m == "*" or m not in METHODS}
     found = len(problems)
     apply(methods, {}, tables, problems, file_label)  # the file's own values, checked and named as its
-    merged = _expand_wildcard(methods, tables, [], file_label) if len(problems) == found else {}
+    merged = (_expand_presets(methods, _expand_wildcard(methods, tables, [], file_label), [], file_label)
+              if len(problems) == found else {})
     given: dict[str, dict[str, Any]] = {}
     for method, field, value in assignments:
         given.setdefault(method, {})[field] = value
-    for method, fields in _expand_wildcard(methods, given, problems, "--set").items():
-        merged[method] = {**merged.get(method, {}), **fields}
+    for method, fields in _expand_presets(methods, _expand_wildcard(methods, given, problems, "--set"), problems,
+                                          "--set").items():
+        merged[method] = {**merged.get(method, {}), **fields}  # each layer's preset expanded first: --set wins
     return apply(methods, suite, merged, problems)
+
+
+def _expand_presets(methods: tuple[str, ...], layer: Mapping[str, Mapping[str, Any]], problems: list[str],
+                    where: str) -> dict[str, dict[str, Any]]:
+    """Each of the run's methods' preset replaced by its fields (a method not in the run keeps its
+    fields as given: `apply` says it is not in the run)."""
+    out = {}
+    for method, fields in layer.items():
+        if method not in methods:
+            out[method] = dict(fields)
+            continue
+        try:
+            out[method] = presets.expand(method, fields)
+        except HarnessError as exc:
+            problems.append(f"{where} {method}.{presets.FIELD}: {exc}")
+            out[method] = {k: v for k, v in fields.items() if k != presets.FIELD}
+    return out
 
 
 def _expand_wildcard(methods: tuple[str, ...], overrides: Mapping[str, Mapping[str, Any]], problems: list[str],
@@ -123,8 +146,10 @@ def _expand_wildcard(methods: tuple[str, ...], overrides: Mapping[str, Mapping[s
     for field, value in overrides.get("*", {}).items():
         having = [m for m in methods if (kind := settings_class(m)) is not None and field in _hints(kind)]
         if not having:
+            known = {f for m in methods if (kind := settings_class(m)) is not None for f in _hints(kind)}
+            close = difflib.get_close_matches(field, sorted(known), n=1)
             problems.append(f"{where} *.{field}: no method of the run ({', '.join(methods) or 'none'}) has a setting "
-                            f"'{field}'")
+                            f"'{field}'" + (f"; did you mean '*.{close[0]}'?" if close else ""))
         for method in having:
             out.setdefault(method, {}).setdefault(field, value)
     return out

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from harness.registry import Registry
 from tasks.base import Task
+from tasks.planned import PlannedTask
 from tasks.request import TaskRequest
 
 
@@ -32,6 +33,9 @@ class TaskFamily:
     """Full specs of this family's members, e.g. the 15 ImageNet-C columns."""
     local: bool = False
     """Made here or read from the user's own folder: `--source` does not apply."""
+    known: Callable[[TaskRequest], PlannedTask] | None = None
+    """The task as `apm-bench plan` prices it when its data is absent (its published test-set size and
+    class space); None for a family whose size only its data tells (a user's folder)."""
 
 
 TASKS: Registry[TaskFamily] = Registry("task", plugins="apm_bench.tasks")

@@ -31,6 +31,7 @@ from tasks.corruptions import CORRUPTIONS, corrupt_sample
 from tasks.families import TASKS, TaskFamily
 from tasks.imagenet_c import DEFAULT_SEVERITY
 from tasks.imagenet_c import parse as parse_corruption
+from tasks.planned import KnownSize, PlannedTask
 from tasks.request import TaskRequest, local_path
 from tasks.templates import SINGLE_TEMPLATE, TemplateSet
 
@@ -52,6 +53,8 @@ TEMPLATES = TemplateSet("fashion-mnist-8", (
 ))
 """The task's ensemble (`ensemble`, APM); `apm-bench teacher train` captions its images with these."""
 SPLITS = {"test": "t10k", "train": "train"}
+SIZE = KnownSize(10_000, "the Fashion-MNIST test set, t10k (Xiao et al., 2017)")
+"""The clean task's size, and every corruption's (the same images)."""
 IMAGE_SIZE = 64
 
 
@@ -158,6 +161,15 @@ def build_corrupted(request: TaskRequest) -> Task:
     return FashionMnistTask(str(find_root(request)), corruption, severity, name=name, source="generated")
 
 
+def planned_clean(request: TaskRequest) -> PlannedTask:
+    return PlannedTask("fashion-mnist", SIZE, CLASSNAMES, TEMPLATES, "apm-bench")
+
+
+def planned_corrupted(request: TaskRequest) -> PlannedTask:
+    corruption, severity = parse_corruption(request)
+    return PlannedTask(f"fashion-mnist-c/{corruption}/{severity}", SIZE, CLASSNAMES, TEMPLATES, "apm-bench")
+
+
 FASHION_MNIST_C = tuple(f"fashion-mnist-c/{c}/{DEFAULT_SEVERITY}" for c in CORRUPTIONS)
 """Table 2's columns on Fashion-MNIST: the 15 corruptions at severity 5, alphabetical."""
 
@@ -167,6 +179,7 @@ TASKS.add(
         build_clean,
         f"Fashion-MNIST test set (10,000, 10 classes), 28 px upscaled to 64; Debian `{DEBIAN_PACKAGE}`",
         layouts=(LAYOUT, DEBIAN_ROOT),
+        known=planned_clean,
     ),
 )
 TASKS.add(
@@ -176,5 +189,6 @@ TASKS.add(
         "Fashion-MNIST test set under an ImageNet-C corruption: fashion-mnist-c/<corruption>/<severity>",
         layouts=(LAYOUT, DEBIAN_ROOT),
         examples=FASHION_MNIST_C,
+        known=planned_corrupted,
     ),
 )

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from harness.errors import HarnessError, MissingData
 from tasks.base import LoadedImage, SampleRef, Task, open_rgb
 from tasks.families import TASKS, HubCopy, TaskFamily
+from tasks.planned import KnownSize, PlannedTask, placeholder_names
 from tasks.request import TaskRequest, find_folder
 from tasks.templates import TemplateSet
 
@@ -79,6 +80,8 @@ class Dataset:
     name first, CoOp's second."""
     split_file: str
     read: Callable[[Dataset, TaskRequest], Split]
+    size: KnownSize
+    """The test split's published size: what `apm-bench plan` counts when the data is not here."""
 
     @property
     def templates(self) -> TemplateSet:
@@ -215,27 +218,41 @@ def build_task(ds: Dataset, request: TaskRequest) -> SplitTask:
     )
 
 
+def coop_size(samples: int, split_file: str) -> KnownSize:
+    return KnownSize(samples, f"the test split of CoOp's {split_file} (Zhou et al., IJCV 2022; {COOP_DOCS})")
+
+
 DATASETS: tuple[Dataset, ...] = (
     Dataset("flowers102", "Oxford Flowers 102", 102, "a photo of a {}, a type of flower.",
-            ("Flower102/jpg", "oxford_flowers/jpg"), "split_zhou_OxfordFlowers.json", read_zhou_split),
+            ("Flower102/jpg", "oxford_flowers/jpg"), "split_zhou_OxfordFlowers.json", read_zhou_split,
+            coop_size(2_463, "split_zhou_OxfordFlowers.json")),
     Dataset("dtd", "Describable Textures", 47, "{} texture.",
-            ("DTD/images", "dtd/images"), "split_zhou_DescribableTextures.json", read_zhou_split),
+            ("DTD/images", "dtd/images"), "split_zhou_DescribableTextures.json", read_zhou_split,
+            coop_size(1_692, "split_zhou_DescribableTextures.json")),
     Dataset("oxford-pets", "Oxford-IIIT Pets", 37, "a photo of a {}, a type of pet.",
-            ("OxfordPets", "oxford_pets/images"), "split_zhou_OxfordPets.json", read_zhou_split),
+            ("OxfordPets", "oxford_pets/images"), "split_zhou_OxfordPets.json", read_zhou_split,
+            coop_size(3_669, "split_zhou_OxfordPets.json")),
     Dataset("ucf101", "UCF101 middle frames", 101, "a photo of a person doing {}.",
-            ("UCF101", "ucf101/UCF-101-midframes"), "split_zhou_UCF101.json", read_zhou_split),
+            ("UCF101", "ucf101/UCF-101-midframes"), "split_zhou_UCF101.json", read_zhou_split,
+            coop_size(3_783, "split_zhou_UCF101.json")),
     Dataset("caltech101", "Caltech-101", 100, "a photo of a {}.",
-            ("Caltech101", "caltech-101/101_ObjectCategories"), "split_zhou_Caltech101.json", read_zhou_split),
+            ("Caltech101", "caltech-101/101_ObjectCategories"), "split_zhou_Caltech101.json", read_zhou_split,
+            coop_size(2_465, "split_zhou_Caltech101.json")),
     Dataset("food101", "Food-101", 101, "a photo of {}, a type of food.",
-            ("Food101/images", "food-101/images"), "split_zhou_Food101.json", read_zhou_split),
+            ("Food101/images", "food-101/images"), "split_zhou_Food101.json", read_zhou_split,
+            coop_size(30_300, "split_zhou_Food101.json")),
     Dataset("sun397", "SUN397", 397, "a photo of a {}.",
-            ("SUN397", "sun397/SUN397"), "split_zhou_SUN397.json", read_zhou_split),
+            ("SUN397", "sun397/SUN397"), "split_zhou_SUN397.json", read_zhou_split,
+            coop_size(19_850, "split_zhou_SUN397.json")),
     Dataset("fgvc-aircraft", "FGVC-Aircraft", 100, "a photo of a {}, a type of aircraft.",
-            ("fgvc_aircraft", "fgvc-aircraft-2013b/data"), "images_variant_test.txt", read_aircraft),
+            ("fgvc_aircraft", "fgvc-aircraft-2013b/data"), "images_variant_test.txt", read_aircraft,
+            KnownSize(3_333, "FGVC-Aircraft 2013b's images_variant_test.txt (Maji et al., 2013), CoOp's test split")),
     Dataset("eurosat", "EuroSAT", 10, "a centered satellite photo of {}.",
-            ("eurosat", "eurosat/2750"), "split_zhou_EuroSAT.json", read_zhou_split),
+            ("eurosat", "eurosat/2750"), "split_zhou_EuroSAT.json", read_zhou_split,
+            coop_size(8_100, "split_zhou_EuroSAT.json")),
     Dataset("stanford-cars", "Stanford Cars", 196, "a photo of a {}, a type of car.",
-            ("StanfordCars", "stanford_cars"), "split_zhou_StanfordCars.json", read_zhou_split),
+            ("StanfordCars", "stanford_cars"), "split_zhou_StanfordCars.json", read_zhou_split,
+            coop_size(8_041, "split_zhou_StanfordCars.json")),
 )
 
 FINE_GRAINED: tuple[str, ...] = (
@@ -257,6 +274,11 @@ HUB_COPIES: dict[str, tuple[str, bool]] = {
 assert set(HUB_COPIES) <= {ds.name for ds in DATASETS}, "a HUB_COPIES key names no dataset"
 
 
+def planned_task(ds: Dataset) -> PlannedTask:
+    """The dataset as `apm-bench plan` prices it without its data (class names live in its split file)."""
+    return PlannedTask(ds.name, ds.size, placeholder_names(ds.n_classes), ds.templates, "coop")
+
+
 def _register(ds: Dataset) -> None:
     def build(request: TaskRequest) -> Task:
         return build_task(ds, request)
@@ -266,7 +288,8 @@ def _register(ds: Dataset) -> None:
     if ds.name in HUB_COPIES:
         hub_id, same = HUB_COPIES[ds.name]
         hub = HubCopy(hub_id, same_test_set=same)
-    TASKS.add(ds.name, TaskFamily(build, description, layouts=ds.candidates(), hub=hub))
+    TASKS.add(ds.name, TaskFamily(build, description, layouts=ds.candidates(), hub=hub,
+                                  known=lambda request: planned_task(ds)))
 
 
 for _ds in DATASETS:

@@ -12,6 +12,7 @@ from harness.errors import HarnessError
 from harness.openclip_meta import zero_shot_metadata
 from tasks.families import TASKS, HubCopy, TaskFamily
 from tasks.folder import FolderTask
+from tasks.planned import KnownSize, PlannedTask
 from tasks.request import TaskRequest, find_folder, has_subfolders
 from tasks.templates import OPENAI_IMAGENET
 
@@ -47,24 +48,31 @@ class Variant:
     """Folders named 0..999 by class index (V2), never by wnid."""
     hub_id: str | None = None
     version: str = "1"
+    size: KnownSize | None = None
+    """The published test-set size, what `apm-bench plan` counts when the data is not here."""
 
 
 VARIANTS = (
     Variant("imagenet", ("imagenet/val", "ImageNet/val", "imagenet/images/val", "ILSVRC2012/val", "val"),
-            "ImageNet-1k validation, 50,000 images sorted into <wnid>/ folders", hub_id="clip-benchmark/wds_imagenet1k"),
+            "ImageNet-1k validation, 50,000 images sorted into <wnid>/ folders", hub_id="clip-benchmark/wds_imagenet1k",
+            size=KnownSize(50_000, "ILSVRC2012 validation set (Russakovsky et al., IJCV 2015)")),
     Variant("imagenet-a", ("imagenet-a", "imagenet-adversarial/imagenet-a", "ImageNet-A"),
             "ImageNet-A (Hendrycks et al.), 7,500 images, 200 classes", subset="imagenet_a_wnids",
-            hub_id="clip-benchmark/wds_imagenet-a"),
+            hub_id="clip-benchmark/wds_imagenet-a",
+            size=KnownSize(7_500, "ImageNet-A (Hendrycks et al., Natural Adversarial Examples, CVPR 2021)")),
     Variant("imagenet-v2", ("imagenetv2-matched-frequency-format-val", "imagenet-v2/imagenetv2-matched-frequency-format-val",
                             "imagenetv2-matched-frequency", "imagenet-v2"),
             "ImageNetV2 matched-frequency, 10,000 images in folders 0..999", index_folders=True,
-            hub_id="clip-benchmark/wds_imagenetv2"),
+            hub_id="clip-benchmark/wds_imagenetv2",
+            size=KnownSize(10_000, "ImageNetV2 matched-frequency (Recht et al., ICML 2019)")),
     Variant("imagenet-r", ("imagenet-r", "imagenet-rendition/imagenet-r", "ImageNet-R"),
             "ImageNet-R (Hendrycks et al.), 30,000 images, 200 classes", subset="imagenet_r_wnids",
-            hub_id="clip-benchmark/wds_imagenet-r"),
+            hub_id="clip-benchmark/wds_imagenet-r",
+            size=KnownSize(30_000, "ImageNet-R (Hendrycks et al., The Many Faces of Robustness, ICCV 2021)")),
     Variant("imagenet-sketch", ("ImageNet-Sketch/sketch", "ImageNet-Sketch", "imagenet-sketch/sketch",
                                 "imagenet-sketch/images", "imagenet-sketch"),
-            "ImageNet-Sketch, 50,889 images in <wnid>/ folders", hub_id="clip-benchmark/wds_imagenet_sketch"),
+            "ImageNet-Sketch, 50,889 images in <wnid>/ folders", hub_id="clip-benchmark/wds_imagenet_sketch",
+            size=KnownSize(50_889, "ImageNet-Sketch (Wang et al., NeurIPS 2019)")),
 )
 
 
@@ -110,11 +118,19 @@ def build_variant(variant: Variant, request: TaskRequest) -> FolderTask:
     )
 
 
+def planned_variant(variant: Variant, name: str | None = None) -> PlannedTask:
+    """The variant as `apm-bench plan` prices it without its data: its published size, its class space."""
+    if variant.size is None:
+        raise HarnessError(f"task {variant.name}: no known test-set size")
+    return PlannedTask(name or variant.name, variant.size, class_space(variant)[1], OPENAI_IMAGENET, PROTOCOL)
+
+
 def _register(variant: Variant) -> None:
     hub = HubCopy(variant.hub_id) if variant.hub_id else None
     TASKS.add(
         variant.name,
-        TaskFamily(lambda request: build_variant(variant, request), variant.origin, layouts=variant.layouts, hub=hub),
+        TaskFamily(lambda request: build_variant(variant, request), variant.origin, layouts=variant.layouts, hub=hub,
+                   known=(lambda request: planned_variant(variant)) if variant.size else None),
     )
 
 

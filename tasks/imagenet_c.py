@@ -10,6 +10,7 @@ GENERATED.json marker at the root: such a folder is read like the released one b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -35,7 +36,8 @@ from tasks.corruptions import (
 )
 from tasks.families import TASKS, TaskFamily
 from tasks.folder import FolderTask
-from tasks.imagenet import PROTOCOL, VARIANTS, build_variant, class_space, folder_labels
+from tasks.imagenet import PROTOCOL, VARIANTS, build_variant, class_space, folder_labels, planned_variant
+from tasks.planned import KnownSize, PlannedTask
 from tasks.request import TaskRequest, find_folder
 from tasks.templates import OPENAI_IMAGENET, TemplateSet
 
@@ -43,6 +45,9 @@ LAYOUTS = ("imagenet-c", "ImageNet-C", "imagenet_c")
 ORIGIN = "ImageNet-C (Hendrycks & Dietterich), <corruption>/<severity>/<wnid>/*.JPEG"
 DEFAULT_SEVERITY = 5
 IMAGENET = next(v for v in VARIANTS if v.name == "imagenet")
+SIZE = KnownSize(50_000, "ImageNet-C (Hendrycks & Dietterich, ICLR 2019): the 50,000 ImageNet val images "
+                         "under each corruption and severity")
+"""Every (corruption, severity) task's size, released or generated alike."""
 MARKER = "GENERATED.json"
 """At the root of a folder written by `apm-bench imagenet-c build`: the recipe and what was built."""
 
@@ -183,6 +188,12 @@ def build(request: TaskRequest) -> Task:
     )
 
 
+def planned(request: TaskRequest) -> PlannedTask:
+    """A corruption's task as `apm-bench plan` prices it without the data: ImageNet val's class space."""
+    corruption, severity = parse(request)
+    return dataclasses.replace(planned_variant(IMAGENET, f"imagenet-c/{corruption}/{severity}"), size=SIZE)
+
+
 IMAGENET_C = tuple(f"imagenet-c/{c}/{DEFAULT_SEVERITY}" for c in CORRUPTIONS)
 """Table 2's columns, in the paper's (alphabetical) order."""
 
@@ -193,5 +204,6 @@ TASKS.add(
         "ImageNet-C: imagenet-c/<corruption>/<severity>; --corruptions generated makes them from ImageNet val",
         layouts=tuple(f"{layout}/<corruption>/<severity>" for layout in LAYOUTS),
         examples=IMAGENET_C,
+        known=planned,
     ),
 )

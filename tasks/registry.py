@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.config import DataConfig
-from harness.errors import HarnessError
+from harness.errors import HarnessError, MissingData
+from harness.presets import preset_fields
 from harness.registry import Registry
 from tasks import fashion_mnist, finegrained, imagefolder, imagenet, imagenet_c, synthetic  # noqa: F401  (modules register families)
 from tasks.base import Task
@@ -16,6 +17,7 @@ from tasks.hub import build_hub_task
 from tasks.finegrained import FINE_GRAINED
 from tasks.imagenet import NATURAL_SHIFT
 from tasks.imagenet_c import IMAGENET_C
+from tasks.planned import PlannedTask
 from tasks.request import TaskRequest
 
 SOURCES = ("disk", "hub")
@@ -35,6 +37,16 @@ def resolve_task(
     return family.build(request)
 
 
+def planned_task(spec: str, data: DataConfig | None, missing: MissingData) -> PlannedTask | None:
+    """The task as `apm-bench plan` prices it when its data is absent (`missing` says where it looked):
+    its family's published test-set size and class space; None where only the data knows its size."""
+    request = TaskRequest.parse(spec, data)
+    family = TASKS.get(request.family)
+    if family.known is None or request.data.source == "hub":
+        return None
+    return replace(family.known(request), missing=str(missing))
+
+
 @dataclass(frozen=True)
 class Suite:
     """A named bundle of tasks, methods and a teacher, with settings that make it the right size."""
@@ -46,11 +58,14 @@ class Suite:
     description: str
     settings: dict[str, dict[str, object]] = field(default_factory=dict)
     """Method settings the suite applies before --config and --set do (method -> field -> value)."""
+    table: str | None = None
+    """The report layout its rows fill (`apm-bench report --table`), named in the hint after a run."""
 
 
 SUITES: Registry[Suite] = Registry("suite")
-SMALL_APM = {"image_size": 64, "patch_size": 8, "hidden": (256, 256, 128), "steps": 20, "lr": 1e-3}
-"""The tiny suites' APM: the paper-size network costs ~30 s per sample on 2 CPU cores."""
+SMALL_APM = preset_fields("apm", "cpu-small")
+"""The tiny suites' APM, the `cpu-small` preset (`--set apm.preset=cpu-small`): the paper-size network
+costs ~30 s per sample on a CPU. Its fields, not its name, so the suites' settings read as values."""
 SUITES.add(
     "smoke",
     Suite(
@@ -68,16 +83,18 @@ PAPER_METHODS = ("zeroshot", "ensemble", "tpt", "apm")
 """The rows the paper reports for methods this harness runs (its Tables 1 and 3 have TPT rows)."""
 SUITES.add(
     "natural-shift",
-    Suite(NATURAL_SHIFT, PAPER_METHODS, "ViT-B-16", "openai", "Table 1: ImageNet, -A, -V2, -R, -Sketch"),
+    Suite(NATURAL_SHIFT, PAPER_METHODS, "ViT-B-16", "openai", "Table 1: ImageNet, -A, -V2, -R, -Sketch",
+          table="natural-shift"),
 )
 SUITES.add(
     "imagenet-c",
     Suite(IMAGENET_C, ("zeroshot", "ensemble", "apm"), "ViT-L-14", "openai",
-          "Table 2: the 15 ImageNet-C corruptions at severity 5 (the paper has no TPT row there)"),
+          "Table 2: the 15 ImageNet-C corruptions at severity 5 (the paper has no TPT row there)", table="imagenet-c"),
 )
 SUITES.add(
     "fine-grained",
-    Suite(FINE_GRAINED, PAPER_METHODS, "ViT-B-16", "openai", "Table 3: the 9 fine-grained sets, CoOp test splits"),
+    Suite(FINE_GRAINED, PAPER_METHODS, "ViT-B-16", "openai", "Table 3: the 9 fine-grained sets, CoOp test splits",
+          table="fine-grained"),
 )
 SUITES.add(
     "fashion-mnist-c",
@@ -88,5 +105,6 @@ SUITES.add(
         "fashion-mnist-teacher",  # $APM_BENCH_HOME/teachers/fashion-mnist, made by `apm-bench teacher train`
         "clean Fashion-MNIST + Table 2's 15 corruptions at severity 5, on a teacher trained here (README)",
         settings={"apm": SMALL_APM, "rlcf": {"reward_model": "teacher"}},  # no bigger CLIP offline
+        table="fashion-mnist-c",
     ),
 )

@@ -126,3 +126,44 @@ def test_a_run_whose_every_row_is_an_error_exits_non_zero_and_says_why(ray_local
                                         "--no-progress", "--out-root", str(tmp_path / "results")])
     assert done.exit_code == 4, done.output
     assert "every row this run wrote is an error row (the first: " in done.stderr and "x.jpg" in done.stderr
+
+
+def test_a_run_says_what_it_will_be_before_its_first_shard(tmp_path):
+    """The estimate and the random-teacher note are read while no shard exists yet."""
+    out = tmp_path / "results"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+    with subprocess.Popen([EXE, "run", "--task", "synthetic:1", "--method", "zeroshot,apm", "--set", "apm.preset=cpu-small",
+                           "--no-progress", "--out-root", str(out)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        first = proc.stderr.readline()
+        shards_then = list(out.rglob("*.parquet"))
+        rest, _ = proc.stderr.read(), proc.wait(timeout=600)
+    assert proc.returncode == 0, first + rest
+    assert first.startswith("about 12 sample(s) x 2 method(s) (zeroshot, apm) in 1 shard(s), under a minute on 1 CPU "
+                            "worker(s) (from FLOPs at 60 GFLOP/s per worker, assumed for a CPU)"), first
+    assert shards_then == []
+    assert rest.splitlines()[0].startswith("note: the teacher apm-tiny has random weights (--pretrained none)")
+    assert "APM at this size" not in rest  # the small preset: nothing to warn about
+
+
+def test_the_estimate_offers_the_small_apm_where_the_papers_size_would_crawl():
+    from harness.config import ExecConfig, RunConfig
+    from harness.engine.prepare import check
+    from harness.estimate import estimate
+
+    config, tasks, _ = check(RunConfig(tasks=("synthetic:1",), methods=("apm",)))
+    lines = estimate(config, ExecConfig(out_root="nowhere", workers=1), tasks)
+    assert lines[0].startswith("about 12 sample(s) x 1 method(s) (apm) in 1 shard(s), ~") and "min on 1 CPU" in lines[0]
+    assert lines[2].startswith("note: APM at this size costs ~28 s a sample on a CPU worker; "
+                               "--set apm.preset=cpu-small is the suites' small CPU APM")
+
+
+def test_each_paper_suite_names_the_table_its_rows_fill():
+    """The hint after a run names the suite's table (`report --table fashion-mnist-c`), not the plain pivots."""
+    from harness.report.tables import TABLES
+    from tasks.registry import SUITES
+
+    tables = {name: suite.table for name, suite in SUITES.items()}
+    assert tables == {"smoke": None, "natural-shift": "natural-shift", "imagenet-c": "imagenet-c",
+                      "fine-grained": "fine-grained", "fashion-mnist-c": "fashion-mnist-c"}
+    assert all(SUITES.get(name).tasks == TABLES.get(table).tasks for name, table in tables.items() if table)

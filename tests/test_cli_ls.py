@@ -36,3 +36,17 @@ def test_with_a_data_root_each_member_says_what_it_found(ls, tmp_path):
     about = [line for line in lines if line.startswith("imagenet-c/")]
     assert about == [f"{spec}: found 1 samples, 1000 classes" if spec == "imagenet-c/fog/5" else f"{spec}: not found"
                      for spec in IMAGENET_C]
+
+
+def test_an_unknown_method_named_to_ls_is_not_called_a_flag():
+    done = CliRunner().invoke(cli.app, ["ls", "methods", "tpd"])
+    assert done.exit_code != 0
+    assert str(done.exception).startswith("unknown method 'tpd'; did you mean 'tpt'? (known: apm, c-tpt,")
+    assert "--method" not in str(done.exception)
+
+
+def test_ls_methods_apm_lists_its_presets(ls):
+    lines = ls("methods", "apm")
+    assert "apm.preset = unset  (one of: cpu-small)" in lines
+    assert any(line.startswith("cpu-small: image_size=64, patch_size=8, hidden=256,256,128, steps=20, lr=0.001;")
+               for line in lines)

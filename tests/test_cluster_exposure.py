@@ -114,7 +114,7 @@ def test_an_existing_token_is_kept_and_narrowed(tmp_path, monkeypatch):
 
 def test_more_workers_than_the_cluster_can_place_are_capped_with_a_note(tmp_path, short_tmp):
     done = subprocess.run([EXE, "run", "--task", "synthetic:2", "--method", "zeroshot", "--shard-size", "1",
-                           "--workers", "100000", "--no-progress", "--out-root", str(tmp_path / "results")],
+                           "--limit", "4", "--workers", "100000", "--no-progress", "--out-root", str(tmp_path / "results")],
                           cwd=tmp_path, env=_env(tmp_path, short_tmp), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     cpus = os.cpu_count()

@@ -5,7 +5,7 @@ import numpy as np
 
 from harness import resultfiles
 from harness.report.render import render_table
-from harness.report.tables import CORRUPTIONS, TABLES, load_reference
+from harness.report.tables import CORRUPTIONS, SHORT, TABLES, load_reference
 from test_report_tables import make_row, write_run
 
 TEACHER = {"model": "apm-mini", "pretrained": "fashion-teacher"}
@@ -25,10 +25,18 @@ def table_rows(tmp_path):
 
 
 def markdown_table(text: str) -> tuple[list[str], dict[str, list[str]]]:
-    """Headers and label -> cells of the first (accuracy) table of a markdown report."""
-    lines = [line for line in text.split("\n\n")[1].splitlines() if not line.startswith("|--")]
-    split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    return split[0], {cells[0]: cells[2:] for cells in split[1:]}
+    """Headers and label -> cells of the first (accuracy) table of a markdown report, whose parts
+    (consecutive columns, each under 160 characters) are joined again here."""
+    section = text.split("\n- ")[0]
+    headers: list[str] = []
+    body: dict[str, list[str]] = {}
+    for block in (b for b in section.split("\n\n") if b.startswith("|")):
+        lines = [line for line in block.splitlines() if not line.startswith("|--")]
+        split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+        headers += split[0] if not headers else split[0][2:]
+        for cells in split[1:]:
+            body.setdefault(cells[0], []).extend(cells[2:])
+    return headers, body
 
 
 def test_spec_is_the_suite_and_has_no_reference():
@@ -45,7 +53,9 @@ def test_spec_is_the_suite_and_has_no_reference():
 def test_rows_fill_the_layout_and_no_paper_row_is_shown(tmp_path):
     text = render_table(table_rows(tmp_path), "fashion-mnist-c", "markdown")  # reference on, as by default
     headers, body = markdown_table(text)
-    assert headers == ["Method", "Teacher", "clean", *CORRUPTIONS, "Average (corruptions)"]
+    assert headers == ["Method", "Teacher", "clean", *(SHORT[c] for c in CORRUPTIONS), "Average (corruptions)"]
+    assert "gauss = fashion-mnist-c/gaussian_noise/5" in text  # the short headers' legend
+    assert max(len(line) for line in text.splitlines()) <= 160
     assert list(body) == ["CLIP", "APM"]
     for label, method in (("CLIP", "zeroshot"), ("APM", "apm")):
         accs = [100 * np.mean(outcomes(method, k)) for k in range(16)]

@@ -1,6 +1,7 @@
 """Figures: written, valid PNGs of the size the module promises; the islands view from real APM TTT
 snapshots; and the snapshot hook leaves training exactly as it was."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,36 @@ def test_figures_of_a_run_without_losses_or_rows_still_render(tmp_path):
         assert_png(path, RUN_PIXELS)
     for path in figures.run_figures(rows.iloc[:0], tmp_path / "b"):
         assert_png(path, RUN_PIXELS)
+
+
+def loss_rows(tmp_path, methods=("tpt", "apm")):
+    """TPT's one-step entropy (about 1.5) beside APM's distillation loss (100 falling to 10)."""
+    rows = [make_row("synthetic", "zeroshot", i, True) for i in range(5)]
+    for method in methods:
+        steps = 1 if method != "apm" else 10
+        rows += [make_row("synthetic", method, i, True, losses=[(100.0 if method == "apm" else 1.5 + 0.1 * i) / (s + 1)
+                                                                 for s in range(steps)]) for i in range(5)]
+    return resultfiles.read_rows([write_run(tmp_path, rows)])
+
+
+def test_ttt_loss_has_a_panel_per_method_each_on_its_own_scale(tmp_path):
+    fig = figures.loss_figure(loss_rows(tmp_path))
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in panels] == ["TPT, n=5", "APM, n=5"]
+    tpt, apm = panels
+    assert tpt.get_ylim()[1] < 3 and apm.get_ylim()[1] > 90 and apm.get_ylim()[0] < 11  # each fits its own loss
+    assert tpt.get_xlim() == (0.5, 1.5) and apm.get_xlim() == (0.5, 10.5)
+    assert tpt.get_yscale() == apm.get_yscale() == "log"
+    with Image.open(io.BytesIO(figures.png_bytes(fig))) as img:
+        assert img.format == "PNG" and img.size == RUN_PIXELS  # one row of panels: the usual size
+
+
+def test_ttt_loss_grows_a_row_per_three_methods(tmp_path):
+    rows = loss_rows(tmp_path, ("tpt", "c-tpt", "rlcf", "apm"))
+    path = figures.loss_curves(rows, tmp_path / "loss.png")
+    width, height = figures.loss_size(4)
+    assert (width, height) == (figures.RUN_FIGSIZE[0], 2 * figures.LOSS_ROW_HEIGHT)
+    assert_png(path, (round(width * figures.DPI), round(height * figures.DPI)))
 
 
 def test_pca_colours_separate_two_islands():

@@ -20,11 +20,10 @@ def _run(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
 
 
 def test_the_checks_run_on_the_cpu_and_write_their_summary(tmp_path):
-    done, summary = _run(tmp_path, "--only", "environment,rows,flops,device-assert,feed")
+    done, summary = _run(tmp_path, "--only", "environment,rows,device-assert")  # every check: about a minute
     assert done.returncode == 0, done.stdout + done.stderr
     status = {c["check"]: c["status"] for c in summary["checks"]}
-    assert status == {"environment": "pass", "rows-apm-tiny": "pass", "flops-apm-tiny": "pass",
-                      "device-assert": "skipped", "feed": "pass"}
+    assert status == {"environment": "pass", "rows-apm-tiny": "pass", "device-assert": "skipped"}
     rows = next(c for c in summary["checks"] if c["check"] == "rows-apm-tiny")
     assert rows["numbers"]["rows"] == 4 * 11 and summary["failed"] == []
     assert "all checks passed" in done.stdout

@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 
 from harness import resultfiles, rundir
 from harness.errors import HarnessError
+from harness.report.digest import python_digest
 from harness.report.paper import build_report
 from harness.report.render import render, render_table
+from harness.report.stats import cell_key as content_key
 from harness.report.tables import REFERENCE_DIR, TABLES, load_reference, teacher_label
 from harness.store import Row, rows_to_table
 
@@ -60,8 +62,9 @@ def fixture_rows() -> list[Row]:
 
 
 def write_run(tmp_path: Path, rows: list[Row], name: str = "run") -> Path:
+    """A finished run of one shard (its manifest records the end, as a finished run's does)."""
     run_dir = tmp_path / name
-    rundir.write_manifest(run_dir, {"run_id": name, "started": "2026-01-01T00:00:00"})
+    rundir.write_manifest(run_dir, {"run_id": name, "started": "2026-01-01T00:00:00", "finished": "2026-01-01T00:01:00"})
     resultfiles.write_shard(run_dir, "s-00000", rows_to_table(rows), "f")
     return run_dir
 
@@ -93,8 +96,19 @@ def bootstrap(values, key, resamples=1000, seed=0):
     return means, np.percentile(means, [2.5, 97.5])
 
 
+def scored_ids(method, task):
+    return [f"s{i}" for i, h in enumerate(OUTCOMES.get((method, task), [])) if h is not None]
+
+
 def cell_key(method, task):
-    return f"cell|{method}|ViT-B-16|openai|{task}"
+    """What seeds a cell's interval: its content (statistic, task, method, teacher, the digest of its
+    scored sample ids, computed here with hashlib), never its label or run."""
+    return content_key("top1", task, method, "ViT-B-16", "openai", python_digest(scored_ids(method, task)))
+
+
+def paired_key(method, task):
+    return content_key("paired", task, method, "ViT-B-16", "openai", python_digest(scored_ids(method, task)),
+                       python_digest(scored_ids("zeroshot", task)))
 
 
 def paired_values(method, task):
@@ -107,23 +121,42 @@ def paired_values(method, task):
 GOLDEN = """\
 ### Table 1: natural distribution shift, top-1 accuracy (%)
 
-| Method   | Teacher   | ImageNet                   | ImageNet-A              | ImageNet-V2             | ImageNet-R                 | ImageNet-Sketch        | Average                  | OOD Average              |
-|----------|-----------|----------------------------|-------------------------|-------------------------|----------------------------|------------------------|--------------------------|--------------------------|
-| CLIP     | ViT-B/16  | 75.0 [25.0, 100.0] (n=4)   | 25.0 [0.0, 75.0] (n=4)  | 50.0 [0.0, 100.0] (n=4) | 100.0 [100.0, 100.0] (n=4) | 0.0 [0.0, 0.0] (n=4)   | 50.0 [35.0, 65.0] (n=20) | 43.8 [31.2, 62.5] (n=16) |
-| Ensemble | ViT-B/16  | 75.0 [25.0, 100.0] (n=4)   | - (n=0)                 | - (n=0)                 | - (n=0)                    | - (n=0)                | - (1/5 tasks)            | - (n=0)                  |
-| APM      | ViT-B/16  | 100.0 [100.0, 100.0] (n=4) | 50.0 [0.0, 100.0] (n=4) | 66.7 [0.0, 100.0] (n=3) | 75.0 [25.0, 100.0] (n=4)   | 40.0 [0.0, 80.0] (n=5) | 66.3 [48.0, 84.3] (n=20) | 57.9 [35.0, 80.4] (n=16) |"""
+Columns 1-4 of 7:
+
+| Method   | Teacher   | ImageNet                   | ImageNet-A              | ImageNet-V2             | ImageNet-R                 |
+|----------|-----------|----------------------------|-------------------------|-------------------------|----------------------------|
+| CLIP     | ViT-B/16  | 75.0 [25.0, 100.0] (n=4)   | 25.0 [0.0, 75.0] (n=4)  | 50.0 [0.0, 100.0] (n=4) | 100.0 [100.0, 100.0] (n=4) |
+| Ensemble | ViT-B/16  | 75.0 [25.0, 100.0] (n=4)   | - (n=0)                 | - (n=0)                 | - (n=0)                    |
+| APM      | ViT-B/16  | 100.0 [100.0, 100.0] (n=4) | 50.0 [0.0, 100.0] (n=4) | 66.7 [0.0, 100.0] (n=3) | 75.0 [25.0, 100.0] (n=4)   |
+
+Columns 5-7 of 7:
+
+| Method   | Teacher   | ImageNet-Sketch        | Average                  | OOD Average              |
+|----------|-----------|------------------------|--------------------------|--------------------------|
+| CLIP     | ViT-B/16  | 0.0 [0.0, 0.0] (n=4)   | 50.0 [35.0, 65.0] (n=20) | 43.8 [31.2, 62.5] (n=16) |
+| Ensemble | ViT-B/16  | - (n=0)                | - (1/5 tasks)            | - (n=0)                  |
+| APM      | ViT-B/16  | 40.0 [0.0, 80.0] (n=5) | 66.3 [47.3, 84.3] (n=20) | 57.9 [34.2, 80.4] (n=16) |"""
 
 GOLDEN_PAIRED = """\
 #### Paired difference vs CLIP (zeroshot) of the same teacher, on the same sample ids (points)
 
-| Method          | Teacher   | ImageNet                  | ImageNet-A                | ImageNet-V2                             | ImageNet-R                | ImageNet-Sketch                       | Average                     | OOD Average                |
-|-----------------|-----------|---------------------------|---------------------------|-----------------------------------------|---------------------------|---------------------------------------|-----------------------------|----------------------------|
-| Ensemble - CLIP | ViT-B/16  | +0.0 [-75.0, +75.0] (n=4) | - (n=0)                   | - (n=0)                                 | - (n=0)                   | - (n=0)                               | - (1/5 tasks)               | - (n=0)                    |
-| APM - CLIP      | ViT-B/16  | +25.0 [+0.0, +75.0] (n=4) | +25.0 [+0.0, +75.0] (n=4) | +0.0 [-100.0, +100.0] (n=3, 1 unpaired) | -25.0 [-75.0, +0.0] (n=4) | +25.0 [+0.0, +75.0] (n=4, 1 unpaired) | +10.0 [-13.3, +35.0] (n=19) | +6.2 [-20.9, +37.5] (n=15) |
+Columns 1-4 of 7:
 
-- Sample ids that did not pair (left out of the differences): APM ViT-B/16 imagenet-v2: 0 only in apm, 1 only in zeroshot; APM ViT-B/16 imagenet-sketch: 1 only in apm, 0 only in zeroshot.
+| Method          | Teacher   | ImageNet                  | ImageNet-A                | ImageNet-V2                             | ImageNet-R                |
+|-----------------|-----------|---------------------------|---------------------------|-----------------------------------------|---------------------------|
+| Ensemble - CLIP | ViT-B/16  | +0.0 [-50.0, +75.0] (n=4) | - (n=0)                   | - (n=0)                                 | - (n=0)                   |
+| APM - CLIP      | ViT-B/16  | +25.0 [+0.0, +75.0] (n=4) | +25.0 [+0.0, +75.0] (n=4) | +0.0 [-100.0, +100.0] (n=3, 1 unpaired) | -25.0 [-75.0, +0.0] (n=4) |
+
+Columns 5-7 of 7:
+
+| Method          | Teacher   | ImageNet-Sketch                       | Average                     | OOD Average                |
+|-----------------|-----------|---------------------------------------|-----------------------------|----------------------------|
+| Ensemble - CLIP | ViT-B/16  | - (n=0)                               | - (1/5 tasks)               | - (n=0)                    |
+| APM - CLIP      | ViT-B/16  | +25.0 [+0.0, +75.0] (n=4, 1 unpaired) | +10.0 [-13.3, +36.7] (n=19) | +6.2 [-22.9, +35.4] (n=15) |
+
+- Sample ids that did not pair (left out of the differences): APM ViT-B/16 imagenet-v2: 0 only in apm, 1 only in zeroshot; APM ViT-B/16 imagenet-sketch: 1 only
+  in apm, 0 only in zeroshot.
 """
-
 
 def test_golden_markdown_for_table_1(rows):
     text = render_table(rows, "natural-shift", "markdown", reference=False)
@@ -131,9 +164,12 @@ def test_golden_markdown_for_table_1(rows):
 
 
 def test_golden_cells_agree_with_independent_computation(rows):
-    """Every number in GOLDEN: accuracy, interval and n recomputed from OUTCOMES, not read from the code."""
+    """Every number in GOLDEN: accuracy, interval and n recomputed from OUTCOMES, not read from the code.
+    The table comes in parts of consecutive columns (under 160 characters each): joined here by label."""
     lines = [line for line in GOLDEN.splitlines() if line.startswith("| ") and "Method" not in line]
-    table = {cells[0]: cells[2:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
+    table: dict[str, list[str]] = {}
+    for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines):
+        table.setdefault(cells[0], []).extend(cells[2:])
     for label, method in (("CLIP", "zeroshot"), ("APM", "apm"), ("Ensemble", "ensemble")):
         replicates = {}
         for column, task in enumerate(TASKS):
@@ -176,12 +212,12 @@ def test_paired_difference_pairs_by_sample_id_and_reports_unpaired(rows):
     apm = next(line for line in report.paired if line.method == "apm")
     for column, task in enumerate(TASKS):
         diffs, unpaired = paired_values("apm", task)
-        _, (low, high) = bootstrap(diffs, f"paired|apm|ViT-B-16|openai|{task}")
+        _, (low, high) = bootstrap(diffs, paired_key("apm", task))
         cell = apm.cells[column]
         assert (cell.n, cell.unpaired) == (len(diffs), unpaired)
         assert cell.value == pytest.approx(100 * np.mean(diffs)) and (cell.low, cell.high) == pytest.approx((low, high))
     assert [c.unpaired for c in apm.cells[:5]] == [0, 0, 1, 0, 1]
-    replicates = {t: bootstrap(paired_values("apm", t)[0], f"paired|apm|ViT-B-16|openai|{t}")[0] for t in TASKS}
+    replicates = {t: bootstrap(paired_values("apm", t)[0], paired_key("apm", t))[0] for t in TASKS}
     for cell, subset in ((apm.cells[5], TASKS), (apm.cells[6], TASKS[1:])):  # Average, OOD Average
         assert cell.value == pytest.approx(np.mean([100 * np.mean(paired_values("apm", t)[0]) for t in subset]))
         low, high = np.percentile(np.mean([replicates[t] for t in subset], axis=0), [2.5, 97.5])
@@ -288,8 +324,8 @@ def test_every_format(rows, tmp_path):
     rows = pd.concat([rows, resultfiles.read_rows([write_run(tmp_path, corrupted, "c")])], ignore_index=True)
     lat = render_table(rows, "imagenet-c", "latex")
     assert "\\toprule" in lat and "defocus\\_blur" in lat and "\\caption{Table 2" in lat
-    html = render_table(rows, "natural-shift", "html")
-    assert html.count("<table>") == 3 and "<th>ImageNet-A" in html and "<li>" in html
+    html = render_table(rows, "natural-shift", "html")  # the page itself is tested in test_html_report.py
+    assert html.startswith("<!DOCTYPE html>") and "ImageNet-A" in html
     report = build_report(rows, spec)
     long = pd.read_csv(io.StringIO(render_table(rows, "imagenet-c", "csv")))
     lines = len(report.lines) + len(report.paired)
@@ -301,7 +337,7 @@ def test_every_format(rows, tmp_path):
 
 
 def test_generic_report_has_html_and_json_too(rows):
-    assert "<table>" in render(rows, "html")
+    assert "<table" in render(rows, "html")
     records = json.loads(render(rows, "json"))
     assert {r["task"] for r in records} == set(TASKS)
 
@@ -315,7 +351,7 @@ def test_cli_report_table_and_errors(tmp_path):
     assert done.exit_code == 0, done.output
     assert done.output.startswith(GOLDEN)
     plain = runner.invoke(cli.app, ["report", str(run_dir)])
-    assert plain.output.startswith("Top-1 accuracy (%)\n\n| method ")
+    assert plain.output.startswith("Top-1 accuracy (%)\n\nColumns 1-4 of 7:\n\n| method ")  # wide: in parts
     bad = runner.invoke(cli.app, ["report", str(run_dir), "--table", "table-9"])
     assert isinstance(bad.exception, HarnessError)
     assert "unknown table (--table) 'table-9'" in str(bad.exception)

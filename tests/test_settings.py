@@ -261,3 +261,63 @@ def test_a_set_beyond_a_bound_stops_the_run_with_one_line(tmp_path):
     assert done.stderr.splitlines() == ["error: --set tpt: views must be at most 2048, not 1000000 (a sample's views are "
                                         "made at once: 1000000 of a 224 px teacher are 602 GB of pixels, and the next "
                                         "samples' are made ahead)"]
+
+
+SMALL = {"image_size": 64, "patch_size": 8, "hidden": (256, 256, 128), "steps": 20, "lr": 1e-3}
+
+
+def test_a_preset_is_expanded_into_its_fields_and_a_field_given_beside_it_or_later_wins():
+    problems: list[str] = []
+    alone = settings.resolve(("apm",), {}, {}, "--config run.toml", [("apm", "preset", "cpu-small")], problems)
+    assert {k: getattr(alone["apm"], k) for k in SMALL} == SMALL
+    beside = settings.resolve(("apm",), {}, {}, "--config run.toml",
+                              [("apm", "steps", "5"), ("apm", "preset", "cpu-small")], problems)
+    assert beside["apm"].steps == 5 and beside["apm"].image_size == 64
+    in_file = settings.resolve(("apm",), {}, {"apm": {"preset": "cpu-small", "steps": 7}}, "--config run.toml", [], problems)
+    assert in_file["apm"].steps == 7 and in_file["apm"].patch_size == 8
+    command_line = settings.resolve(("apm",), {}, {"apm": {"steps": 7}}, "--config run.toml",
+                                    [("apm", "preset", "cpu-small")], problems)
+    assert command_line["apm"].steps == 20  # the command line's preset wins over the file's field
+    assert problems == []
+
+
+def test_the_fingerprint_sees_a_presets_values_never_its_name():
+    problems: list[str] = []
+    named = settings.resolve(("apm",), {}, {}, "f", [("apm", "preset", "cpu-small")], problems)
+    by_name = RunConfig(tasks=("synthetic",), methods=("apm",), settings=tuple(named.items()))
+    by_values = RunConfig(tasks=("synthetic",), methods=("apm",), settings=(("apm", ApmConfig(**SMALL)),))
+    assert by_name.fingerprint() == by_values.fingerprint() and "preset" not in by_name.to_dict()["settings"]["apm"]
+
+
+def test_the_suites_small_apm_is_the_preset():
+    from harness.presets import preset_fields
+    from tasks.registry import SUITES
+
+    assert preset_fields("apm", "cpu-small") == SMALL
+    for name in ("smoke", "fashion-mnist-c"):
+        assert SUITES.get(name).settings["apm"] == SMALL
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        (("apm", "preset", "cpu-smal"), "--set apm.preset: unknown APM preset (apm.preset) 'cpu-smal'; did you mean "
+                                        "'cpu-small'? (known: cpu-small)"),
+        (("tpt", "preset", "cpu-small"), "--set tpt.preset: tpt has no presets (methods with presets: apm)"),
+        (("*", "view", "16"), "--set *.view: no method of the run (apm, tpt) has a setting 'view'; did you mean '*.views'?"),
+    ],
+)
+def test_a_wrong_preset_or_wildcard_field_is_one_line_with_the_closest_name(assignment, message):
+    problems: list[str] = []
+    settings.resolve(("apm", "tpt"), {}, {}, "f", [assignment], problems)
+    assert problems == [message]
+
+
+def test_the_preset_reaches_a_run_from_the_command_line_and_a_toml_file(tmp_path):
+    (tmp_path / "run.toml").write_text('task = ["synthetic:1"]\nmethod = ["apm"]\n\n[apm]\npreset = "cpu-small"\n')
+    for args in (["--task", "synthetic:1", "--method", "apm", "--set", "apm.preset=cpu-small"],
+                 ["--config", str(tmp_path / "run.toml")]):
+        done = CliRunner().invoke(cli.app, ["plan", *args, "--out-root", str(tmp_path / "results")])
+        assert done.exit_code == 0, done.output
+        apm = next(line for line in done.stdout.splitlines() if line.startswith("| apm"))
+        assert float(apm.split("|")[4]) < 2  # GFLOPs/sample: 64 px and 20 steps (about 1), not the paper's 1,672

@@ -79,3 +79,17 @@ def test_a_trained_checkpoint_loads_through_pretrained_path_with_identical_embed
         assert torch.equal(loaded.model.encode_text(tokens), model.encode_text(tokens))
     again, _ = train(dataclasses.replace(cfg), None, progress=False)  # fixed seed: the same weights
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.mark.parametrize(("cpus", "load", "threads"), [(2, 0.05, 2), (2, 0.4, 2), (2, 0.7, 1), (2, 6.5, 1), (8, 3.2, 5)])
+def test_the_default_threads_are_the_cpus_other_processes_leave_free(cpus, load, threads):
+    from harness.cpus import free_threads
+
+    assert free_threads(cpus, load) == (threads, f"{cpus} CPU(s), load average {load:.2f}")
+
+
+def test_training_shows_its_threads_and_seconds_per_step(capsys):
+    cfg = TrainConfig(steps=2, batch_size=16, synthetic_per_class=2, warmup=1, threads=1)
+    train(cfg, None, progress=True)
+    shown = capsys.readouterr().out
+    assert "(1 thread(s))" in shown and " s/step" in shown and "- s/step" not in shown

@@ -72,8 +72,11 @@ def _methods(verbose: bool, only: str | None = None) -> None:
     """Every method (or `only` one); with `ls methods`, each setting as `name = default  (type)` and its
     docstring."""
     from harness.methods import METHODS
+    from harness.presets import FIELD, PRESETS
     from harness.settings import describe
 
+    if only is not None and only not in METHODS:  # a name given here, not a --method
+        raise HarnessError(unknown_name_message("method", only, METHODS.names()))
     entries = [(only, METHODS.get(only))] if only is not None else list(METHODS.items())
     echo("methods:" if verbose else "methods (`apm-bench ls methods` for their settings):")
     for name, entry in entries:
@@ -83,6 +86,17 @@ def _methods(verbose: bool, only: str | None = None) -> None:
             echo(f"    {name}.{field} = {default}  ({hint})")
             for line in textwrap.wrap(doc, 96):
                 echo(f"        {line}")
+        if kind and name in PRESETS:
+            echo(f"    {name}.{FIELD} = unset  (one of: {', '.join(PRESETS[name].names())})")
+            echo("        Several settings at once; a setting given beside it (or later) wins over the preset's.")
+            for preset, entry in PRESETS[name].items():
+                values = ", ".join(f"{k}={_shown(v)}" for k, v in entry.fields.items())
+                for line in textwrap.wrap(f"{preset}: {values}; {entry.description}", 96):
+                    echo(f"        {line}")
+
+
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 @interruptible

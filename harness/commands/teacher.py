@@ -22,14 +22,21 @@ def teacher_train(
     batch_size: Annotated[int, typer.Option(min=2)] = 128,
     lr: Annotated[float, typer.Option(min=0.0)] = 2e-3,
     seed: Annotated[int, typer.Option(help="Initialisation, training images and batches.")] = 0,
-    threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="torch threads; default the CPUs other processes leave free (1 on a busy machine, where more "
+                    "threads wait for each other).")] = None,
     dtype: Annotated[str, typer.Option(help="Stored weights: fp32 or fp16.")] = "fp32",
     fashion_root: Annotated[Optional[Path], typer.Option(help="Fashion-MNIST folder (default: the Debian package's).")] = None,
     eval_limit: Annotated[int, typer.Option(min=0, help="Test samples per task for the final zero-shot check (0: skip).")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a tiny CLIP contrastively on class-name captions; `--pretrained OUT` then loads it."""
+    from harness.cpus import free_threads
     from harness.models.sources import TRAINED_TEACHERS, teacher_home, trained_teacher_dir
+
+    if threads is None:
+        threads, why = free_threads()
+        echo(f"torch threads: {threads} ({why}; --threads N to choose)", err=True)
     from harness.models.teacher import load_teacher
     from harness.models.train_teacher import TrainConfig, train, zero_shot_accuracy
     from tasks.registry import resolve_task

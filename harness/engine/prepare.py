@@ -1,6 +1,6 @@
 """Everything checked before a run starts: names, the teacher's source, every task's data. It imports
-no torch, open_clip or Ray (except to list a pretrained tag's table), so a mistake comes back in about
-a second, all mistakes at once."""
+no torch, open_clip or Ray (a pretrained tag is checked against open_clip's table read as text), so a
+mistake comes back in about a second, all mistakes at once."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ from harness.errors import HarnessError, MissingData, Problems, collect
 from harness.methods import METHODS
 from harness.models.sources import resolve_source, weights_sha256
 from tasks.base import Task
-from tasks.registry import resolve_task
+from tasks.registry import planned_task, resolve_task
 
 log = logging.getLogger("apm_bench")
 
 
-def check(config: RunConfig, execution: ExecConfig | None = None) -> tuple[RunConfig, list[Task], list[str]]:
+def check(config: RunConfig, execution: ExecConfig | None = None,
+          plan_missing: bool = False) -> tuple[RunConfig, list[Task], list[str]]:
     """The run's tasks (resolved, their versions pinned in the config) and the problems found; missing
-    data is a problem unless --skip-missing, which skips those tasks."""
+    data is a problem unless --skip-missing, which skips those tasks. `plan_missing` (`apm-bench plan`):
+    a task whose data is absent is priced from its published test-set size (a PlannedTask) where its
+    family knows it, so a suite can be planned before its data is fetched."""
     execution = execution or ExecConfig()
     problems = missing_work(config)
     for name in config.methods:
@@ -39,7 +42,10 @@ def check(config: RunConfig, execution: ExecConfig | None = None) -> tuple[RunCo
         try:
             found[spec] = resolve_task(spec, config.data, execution.data_root, execution.splits_dir)
         except MissingData as exc:
-            if execution.skip_missing:
+            planned = planned_task(spec, config.data, exc) if plan_missing and not execution.skip_missing else None
+            if planned is not None:
+                found[spec] = planned
+            elif execution.skip_missing:
                 log.warning("skipping: %s", exc)
             else:
                 problems.append(str(exc))

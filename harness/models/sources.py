@@ -7,19 +7,23 @@ config, so a fingerprint does not depend on where the package or the home folder
 hash of the weights (`weights_sha256`) goes in beside them, so retraining a teacher in place changes
 the fingerprint instead of mixing two sets of weights in one run.
 
-Nothing here imports torch or open_clip, except to list or fetch the files of a pretrained tag."""
+Nothing here imports torch or open_clip, except to fetch the files of a pretrained tag (its table is
+read from open_clip's source as data: harness/openclip_meta.py). Before anything is fetched the hub is
+asked whether it answers at all (harness/models/hub.py), so a machine without network stops in
+seconds with one line, or uses the copy already in the cache."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from harness.errors import HarnessError
-from harness.openclip_meta import model_names
+from harness.jsoncache import read_json, write_json
+from harness.models import hub
+from harness.openclip_meta import model_names, pretrained_tags
 from harness.registry import unknown_name_message
 
 HOME_ENV = "APM_BENCH_HOME"
@@ -85,9 +89,7 @@ def resolve_source(model: str, pretrained: str) -> ModelSource:
         return ModelSource(model, str(path.absolute()), "file", str(path.absolute()))
     if os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth")):
         raise HarnessError(f"--pretrained {pretrained}: no such checkpoint file or directory")
-    import open_clip  # the tag table lives in open_clip's code
-
-    tags = open_clip.list_pretrained_tags_by_model(model)
+    tags = list(pretrained_tags().get(model, {}))
     if pretrained not in tags:
         raise HarnessError(unknown_name_message(f"pretrained tag for {model} (--pretrained)", pretrained, tags or ["none"]))
     return ModelSource(model, pretrained, "tag")
@@ -97,13 +99,72 @@ def _local_dir(path: Path, kind: str) -> ModelSource:
     return ModelSource(f"local-dir:{path}", None, kind, str(path))
 
 
+HF_WEIGHTS = "open_clip_pytorch_model.bin"
+HF_SAFE_WEIGHTS = "open_clip_model.safetensors"
+"""open_clip's default weight file names in a hub repo (open_clip/constants.py)."""
+CLIP_CACHE = Path("~/.cache/clip")
+"""Where open_clip keeps weights fetched from a tag's URL (tags without a hub copy)."""
+
+
+@dataclass(frozen=True)
+class RemoteWeights:
+    """Where a tag's or a hub model's weights are fetched from, and where the cache would hold them."""
+
+    name: str
+    """As a message names them: `ViT-B-16 openai`, `hf-hub:ORG/REPO`."""
+    url: str
+    """The server that is asked: the hub (HF_ENDPOINT), or a tag's own URL."""
+    repo: str | None = None
+    files: tuple[str, ...] = ()
+    """A tag's candidate files in `repo`, in open_clip's order (safetensors first); empty for a whole
+    hub model (its snapshot)."""
+
+    def cached(self) -> Path | None:
+        if self.repo is None:
+            path = (CLIP_CACHE / Path(urlsplit(self.url).path).name).expanduser()
+            return path if path.is_file() else None
+        if self.files:
+            return hub.cached_file(self.repo, self.files)
+        return hub.cached_snapshot(self.repo, WEIGHT_FILES)
+
+
+def remote_weights(source: ModelSource) -> RemoteWeights | None:
+    """None for weights that are local (or none)."""
+    if source.kind == "hf-hub":
+        return RemoteWeights(source.model_name, hub.endpoint(), source.model_name.removeprefix("hf-hub:"))
+    if source.kind != "tag":
+        return None
+    entry = pretrained_tags()[source.model_name][str(source.pretrained)]
+    name = f"{source.model_name} {source.pretrained}"
+    if not entry.hf_hub:  # open_clip prefers the hub copy where a tag has one
+        return RemoteWeights(name, entry.url)
+    repo, filename = os.path.split(entry.hf_hub)  # `ORG/REPO/` means open_clip's default file, as open_clip reads it
+    filename = filename or HF_WEIGHTS
+    safe = (HF_SAFE_WEIGHTS,) if filename == HF_WEIGHTS else (
+        (filename.rsplit(".", 1)[0] + ".safetensors",) if filename.endswith((".bin", ".pth")) else ())
+    return RemoteWeights(name, hub.endpoint(), repo, (*safe, filename))
+
+
 def weights_path(source: ModelSource) -> Path | None:
     """The local file or directory holding the weights, fetched into open_clip's cache first for a tag
-    or a hub model (the same cache open_clip then loads from). None for random weights."""
+    or a hub model (the same cache open_clip then loads from). None for random weights.
+
+    The hub is asked first whether it answers at all (a few seconds at most): when it does not, or
+    HF_HUB_OFFLINE is set, the cached copy is used, or one line says the weights cannot be had. When
+    the cache serves because the hub did not answer, HF_HUB_OFFLINE=1 is set for the processes this one
+    starts (a local Ray instance's workers), which would otherwise each wait out the hub's retries."""
     if source.path is not None:
         return Path(source.path)
-    if source.kind == "none":
+    remote = remote_weights(source)
+    if remote is None:
         return None
+    if hub.offline():
+        return _from_cache(remote, f"{hub.OFFLINE_ENV} is set")
+    why = hub.unreachable(remote.url)
+    if why is not None:
+        found = _from_cache(remote, f"{hub.host(remote.url)} is unreachable ({why})")
+        os.environ[hub.OFFLINE_ENV] = "1"
+        return found
     try:
         if source.kind == "tag":
             import open_clip
@@ -111,12 +172,39 @@ def weights_path(source: ModelSource) -> Path | None:
             return Path(open_clip.download_pretrained(open_clip.get_pretrained_cfg(source.model_name, source.pretrained)))
         from huggingface_hub import snapshot_download
 
-        repo = source.model_name.removeprefix("hf-hub:")
-        return Path(snapshot_download(repo, allow_patterns=list(WEIGHT_FILES)))
-    except Exception as exc:  # offline, no such repo, no access: one line naming the weights
+        return Path(snapshot_download(remote.repo, allow_patterns=list(WEIGHT_FILES)))
+    except Exception as exc:  # no such repo, no access, a broken download: one line naming the weights
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        name = source.model_name if source.kind == "hf-hub" else f"{source.model_name} {source.pretrained}"
-        raise HarnessError(f"cannot fetch the weights of {name} to hash them: {first}") from None
+        raise HarnessError(f"cannot fetch the weights of {remote.name} to hash them: {first}") from None
+
+
+def _from_cache(remote: RemoteWeights, why: str) -> Path:
+    found = remote.cached()
+    if found is not None:
+        return found
+    where = CLIP_CACHE if remote.repo is None else hub.cache_dir()
+    raise HarnessError(
+        f"cannot fetch the weights of {remote.name}: {why}, and they are not in the cache ({where}); give local "
+        "weights instead (a checkpoint file or an open_clip model folder), or fetch them once where the hub "
+        f"answers (then {hub.OFFLINE_ENV}=1 uses the cache without asking the network)")
+
+
+def weights_status(source: ModelSource) -> tuple[bool, str]:
+    """(whether a run would find them, in a few words): what `apm-bench plan` says of a run's weights,
+    fetching nothing."""
+    if source.kind == "none":
+        return True, "random weights"
+    remote = remote_weights(source)
+    if remote is None:
+        return True, f"{source.kind}, {source.path}"
+    if remote.cached() is not None:
+        return True, "in the cache"
+    if hub.offline():
+        return False, f"not in the cache, and {hub.OFFLINE_ENV} is set: the run would stop"
+    why = hub.unreachable(remote.url)
+    if why is not None:
+        return False, f"not in the cache, and {hub.host(remote.url)} is unreachable ({why}): the run would stop"
+    return True, f"not in the cache: fetched from {hub.host(remote.url)} when the run starts"
 
 
 def weights_sha256(source: ModelSource) -> str | None:
@@ -140,7 +228,7 @@ def _file_sha256(path: Path) -> str:
     key = str(path.resolve())
     stamp = [stat.st_size, stat.st_mtime_ns]
     cache_file = home() / "cache" / "sha256.json"
-    cache = _read_json(cache_file)
+    cache = read_json(cache_file)
     if cache.get(key, {}).get("stamp") == stamp:
         return cache[key]["sha256"]
     digest = hashlib.sha256()
@@ -148,28 +236,7 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 24), b""):
             digest.update(block)
     value = digest.hexdigest()
-    cache = _read_json(cache_file)  # re-read: another process may have added entries meanwhile
+    cache = read_json(cache_file)  # re-read: another process may have added entries meanwhile
     cache[key] = {"stamp": stamp, "sha256": value}
-    _write_json(cache_file, cache)
+    write_json(cache_file, cache)
     return value
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Atomically; a cache that cannot be written (read-only home) only costs a re-hash next time."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".sha256.", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)

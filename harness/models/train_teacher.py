@@ -158,9 +158,11 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool = True) -> t
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("loss {task.fields[loss]}"))
-        with Progress(*columns, disable=not progress) as bar:
-            job = bar.add_task(f"training {cfg.model} on {'+'.join(cfg.data)}", total=cfg.steps, loss="-")
+                   TextColumn("{task.fields[pace]} s/step"), TextColumn("loss {task.fields[loss]}"))
+        with Progress(*columns, disable=not progress) as bar:  # s/step: a busy machine shows at once
+            job = bar.add_task(f"training {cfg.model} on {'+'.join(cfg.data)} ({cfg.threads} thread(s))",
+                               total=cfg.steps, loss="-", pace="-")
+            began = time.perf_counter()
             for step in range(cfg.steps):
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * _schedule(step, cfg)
@@ -177,7 +179,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool = True) -> t
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
-                bar.update(job, advance=1, loss=f"{losses[-1]:.3f}")
+                bar.update(job, advance=1, loss=f"{losses[-1]:.3f}", pace=f"{(time.perf_counter() - began) / (step + 1):.2f}")
     model.eval().requires_grad_(False)
     if cfg.dtype == "fp16":
         with torch.no_grad():

@@ -18,7 +18,8 @@ SELECT run, method, model, pretrained,
        median(seconds) FILTER (WHERE error IS NULL) AS seconds,
        median(ttt_steps) FILTER (WHERE error IS NULL) AS steps,
        median(flops) FILTER (WHERE error IS NULL) AS flops,
-       max(peak_memory_bytes) FILTER (WHERE error IS NULL) AS peak_memory
+       max(peak_memory_bytes) FILTER (WHERE error IS NULL) AS peak_memory,
+       list_sort(list(DISTINCT run_id)) AS runs
 FROM rows WHERE task IN {tasks} GROUP BY ALL
 """
 
@@ -41,6 +42,8 @@ class CostLine:
     """Median FLOPs per sample; None when not recorded."""
     peak_memory: float | None
     """Largest per-sample peak memory in bytes; None when not recorded."""
+    runs: tuple[str, ...] = ()
+    """The run ids of the rows the figures come from."""
 
 
 def _value(value: object) -> float | None:
@@ -60,7 +63,7 @@ def cost_lines(rowset: RowSet, groups: list[tuple[str, str, str, str]], tasks: t
             method=method, model=model, pretrained=pretrained, n=int(r.n) if r else 0,
             errors=int(r.errors) if r else 0, seconds=_value(r.seconds) if r else None,
             steps=_value(r.steps) if r else None, flops=_value(r.flops) if r else None,
-            peak_memory=_value(r.peak_memory) if r else None,
+            peak_memory=_value(r.peak_memory) if r else None, runs=tuple(sorted(r.runs)) if r else (),
         ))
     return out
 

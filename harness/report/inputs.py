@@ -10,51 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from harness import resultfiles, rundir
 from harness.errors import HarnessError
+from harness.report.progress import Progress, RunRead
 from harness.report.rowset import Orders, RowSet
 
-
-@dataclass(frozen=True)
-class RunRead:
-    run_dir: Path
-    rows: int
-    samples: int
-    """Distinct (task, sample) pairs with rows."""
-    samples_total: int | None
-    """Samples the run plans (newer manifests record it)."""
-    shards_done: int
-    shards_total: int | None
-    failed: int
-    """Shards given up on after repeated failures."""
-    finished_at: str | None = None
-    """When the run recorded its end (manifests without totals say no more than that)."""
-
-    @property
-    def finished(self) -> bool:
-        if self.failed:
-            return False
-        if self.samples_total is not None:
-            return self.samples >= self.samples_total
-        if self.shards_total is not None:
-            return self.shards_done >= self.shards_total
-        return self.finished_at is not None
-
-    def describe(self) -> str:
-        state = "finished" if self.finished else "NOT FINISHED: " + self._missing()
-        return f"{self.run_dir} ({self.rows} rows, {self.samples} samples; {state})"
-
-    def _missing(self) -> str:
-        parts = []
-        if self.samples_total is not None:
-            parts.append(f"{self.samples_total - self.samples} of {self.samples_total} samples missing")
-        elif self.shards_total is not None:
-            parts.append(f"{self.shards_total - self.shards_done} of {self.shards_total} shards missing")
-        else:
-            parts.append("no end recorded")
-        if self.failed:
-            parts.append(f"{self.failed} failed shard(s)")
-        return ", ".join(parts) + f"; finish it with: apm-bench run --resume {self.run_dir}"
+__all__ = ["ReportInput", "RunRead", "newest_run_with_rows", "read_report_input"]  # RunRead: as before
 
 
 @dataclass(frozen=True)
@@ -65,8 +28,16 @@ class ReportInput:
     notes: tuple[str, ...]
     """What was read and how it was combined, for the report's notes."""
 
+    @property
+    def progress(self) -> Progress:
+        """How far each run got: which cells are complete, and the unfinished markers."""
+        return Progress(self.runs)
 
-RUN_STATS_SQL = "SELECT count(*) AS n, count(DISTINCT (task, sample_id)) AS samples FROM rows"
+
+RUN_STATS_SQL = """
+SELECT task, count(*) AS n, count(DISTINCT sample_id) AS samples, list(DISTINCT run_id) AS ids FROM rows GROUP BY task
+"""
+"""Per task of one run: rows, samples with rows, and the run ids the rows carry."""
 OVERLAP_SQL = """
 WITH cells AS (SELECT DISTINCT run_id, task, method, model, pretrained FROM rows),
 shared AS (SELECT task, method, model, pretrained FROM cells GROUP BY ALL HAVING count(*) > 1)
@@ -118,6 +89,15 @@ def _orders(manifests: list[dict], runs: list[str]) -> Orders:
                   tuple(dict.fromkeys(teachers)))
 
 
+def _run_read(run_dir: Path, manifest: dict, verdict: resultfiles.Verdict, stats: pd.DataFrame) -> RunRead:
+    tasks = (manifest.get("config") or {}).get("tasks") or ()
+    return RunRead(run_dir, int(stats["n"].sum()), int(stats["samples"].sum()), manifest.get("samples_total"),
+                   len(verdict.shards), manifest.get("shards_total"), len(manifest.get("failed_shards") or {}),
+                   manifest.get("finished"), tuple(sorted({str(i) for ids in stats["ids"] for i in ids})),
+                   tuple((str(t), int(k)) for t, k in zip(stats["task"], stats["samples"])),
+                   tuple(dict.fromkeys(str(t) for t in tasks)))
+
+
 def read_report_input(run_dirs: list[Path] | None, root: Path, allow_incomplete: bool = False) -> ReportInput:
     """The rows of `run_dirs` (default: the newest run with rows under `root`), every result file
     verified first (harness.resultfiles.verify): a file that fails stops the report with one line naming it
@@ -139,10 +119,7 @@ def read_report_input(run_dirs: list[Path] | None, root: Path, allow_incomplete:
         if not found:
             notes.append(f"Skipped {run_dir}: no finished shard yet.")
             continue
-        n, samples = RowSet.from_files(found).query(RUN_STATS_SQL).iloc[0]
-        reads.append(RunRead(run_dir, int(n), int(samples), manifest.get("samples_total"),
-                             len(verdict.shards), manifest.get("shards_total"),
-                             len(manifest.get("failed_shards") or {}), manifest.get("finished")))
+        reads.append(_run_read(run_dir, manifest, verdict, RowSet.from_files(found).query(RUN_STATS_SQL)))
         manifests.append(manifest)
         files += found
     if not reads:

@@ -16,11 +16,13 @@ from harness.report.accuracy import cells
 from harness.report.cost import CostLine, cost_lines, cost_notes
 from harness.report.paired import KEYS as PAIR_KEYS
 from harness.report.paired import cell_pairing, paired_tallies, unpaired_note
+from harness.report.progress import NO_PROGRESS, CellProgress, Progress
 from harness.report.rowset import RowSet, as_rowset
-from harness.report.stats import RESAMPLES, Estimate, estimate_counts, mean_of
+from harness.report.stats import RESAMPLES, Estimate, cell_key, estimate_counts, mean_of
 from harness.report.tables import (
     BASELINE, ReferenceRow, TableSpec, load_reference, method_label, paper_labels, teacher_label,
 )
+from harness.report.values import Cell
 
 STATED_TOLERANCE = 0.1
 """Points by which a stated average may differ from the mean of its printed columns through rounding
@@ -28,25 +30,6 @@ alone (each column is rounded to 0.05 at most, and so is the stated value)."""
 
 LineKey = tuple[str, str, str, str]
 """(method, model, pretrained, run): one measured row of a table; run is "" where runs are pooled."""
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One table cell. `value` is accuracy in percent, or a difference in points."""
-
-    value: float | None
-    low: float | None = None
-    high: float | None = None
-    n: int = 0
-    """Scored samples (measured), or pairs (paired); 0 means no data, never zero accuracy."""
-    errors: int = 0
-    """Error rows left out of `n`."""
-    unpaired: int = 0
-    """Paired cells: sample ids seen by only one of the method and the baseline."""
-    stated: float | None = None
-    """Paper rows: the stated average, where it differs from the mean of the paper's own columns."""
-    note: str = ""
-    """Why an average is missing, e.g. `3/5 tasks`."""
 
 
 @dataclass(frozen=True)
@@ -78,25 +61,45 @@ class PaperReport:
     cost_notes: tuple[str, ...]
     seed: int
     resamples: int
+    unfinished: tuple[str, ...] = ()
+    """One marker per unfinished run read (harness.report.progress), printed in the body of every format."""
 
 
-def _cell(est: Estimate | None, errors: int = 0, unpaired: int = 0) -> Cell:
+def _marks(state: CellProgress, runs: tuple[str, ...]) -> dict:
+    return dict(runs=runs, finished=state.finished, missing=state.missing, status=state.status)
+
+
+def _cell(est: Estimate | None, state: CellProgress, runs: tuple[str, ...] = (), errors: int = 0,
+          unpaired: int = 0) -> Cell:
     if est is None or est.value is None:
-        return Cell(None, errors=errors, unpaired=unpaired)
-    return Cell(est.value, est.low, est.high, est.n, errors, unpaired)
+        return Cell(None, errors=errors, unpaired=unpaired, **_marks(state, runs))
+    return Cell(est.value, est.low, est.high, est.n, errors, unpaired, **_marks(state, runs))
 
 
-def _summaries(spec: TableSpec, estimates: dict[str, Estimate]) -> list[Cell]:
+def _summaries(spec: TableSpec, estimates: dict[str, Estimate], cells: dict[str, Cell]) -> list[Cell]:
+    """Each summary column: blank unless every column it averages has data and is complete."""
     out = []
     for summary in spec.summaries:
         parts = [estimates[t] for t in summary.tasks]
+        state = Progress.combine(cells[t] for t in summary.tasks)
+        marks = _marks(state, tuple(sorted({r for t in summary.tasks for r in cells[t].runs})))
         mean = mean_of(parts)
         present = sum(p.value is not None for p in parts)
-        if mean is None:
-            out.append(Cell(None, note=f"{present}/{len(parts)} tasks" if present else ""))
+        if not state.complete:
+            out.append(Cell(None, note="not finished", **marks))
+        elif mean is None:
+            out.append(Cell(None, note=f"{present}/{len(parts)} tasks" if present else "", **marks))
         else:
-            out.append(_cell(mean))
+            out.append(Cell(mean.value, mean.low, mean.high, mean.n, **marks))
     return out
+
+
+def cell_state(progress: Progress, by_cell: dict, group: LineKey, task: str) -> CellProgress:
+    """How complete the cell of `group` x `task` is: from the runs of its rows, or (no rows) the
+    line's run, or every run read where runs are pooled."""
+    row = by_cell.get((*group, task))
+    run = group[3]
+    return progress.cell(task, row.runs if row is not None else ((run,) if run else ()))
 
 
 def run_label(label: str, run: str) -> str:
@@ -115,21 +118,25 @@ def line_keys(long: pd.DataFrame) -> list[LineKey]:
     return list(dict.fromkeys(zip(long["method"], long["model"], long["pretrained"], long["run"])))
 
 
-def measured_line(spec: TableSpec, group: LineKey, by_cell: dict, seed: int, resamples: int) -> Line:
+def measured_line(spec: TableSpec, group: LineKey, by_cell: dict, seed: int, resamples: int,
+                  progress: Progress = NO_PROGRESS) -> Line:
+    """Top-1 per column, each interval seeded from the cell's content (stats.cell_key), so it equals
+    the plain pivot's for the same rows."""
     method, model, pretrained, run = group
-    estimates, cells = {}, []
+    estimates, cells = {}, {}
     for task in spec.tasks:
         counts = by_cell.get((*group, task))
+        state = cell_state(progress, by_cell, group, task)
         if counts is None:
             estimates[task] = Estimate(None, None, None, 0)
-            cells.append(Cell(None))
+            cells[task] = _cell(None, state)
             continue
-        key = f"cell|{method}|{model}|{pretrained}|{task}" + (f"|{run}" if run else "")
+        key = cell_key("top1", task, method, model, pretrained, int(counts.ids))
         est = count_estimate(int(counts.n), int(counts.correct), key, seed, resamples)
         estimates[task] = est
-        cells.append(_cell(est, errors=int(counts.errors)))
+        cells[task] = _cell(est, state, tuple(counts.runs), errors=int(counts.errors))
     return Line("measured", run_label(method_label(method), run), teacher_label(model, pretrained), method, model,
-                pretrained, tuple(cells + _summaries(spec, estimates)), run)
+                pretrained, tuple([*cells.values(), *_summaries(spec, estimates, cells)]), run)
 
 
 def paper_line(spec: TableSpec, ref: ReferenceRow) -> tuple[Line, list[str]]:
@@ -153,16 +160,20 @@ def paper_line(spec: TableSpec, ref: ReferenceRow) -> tuple[Line, list[str]]:
 
 def difference_line(ours: Line, paper: Line) -> Line:
     cells = tuple(
-        Cell(a.value - b.value) if a.value is not None and b.value is not None else Cell(None)
+        Cell(a.value - b.value if a.value is not None and b.value is not None else None, runs=a.runs,
+             finished=a.finished, missing=a.missing, status=a.status)
         for a, b in zip(ours.cells, paper.cells)
     )
     return Line("vs-paper", f"{ours.label} [ours - paper]", ours.teacher, ours.method, ours.model, ours.pretrained, cells,
                 ours.run)
 
 
-def paired_lines(spec: TableSpec, groups: list[LineKey], rowset: RowSet, seed: int, resamples: int
-                 ) -> tuple[list[Line], list[str]]:
-    """Each method against zero-shot of the same teacher and the same run, on the same sample ids."""
+def paired_lines(spec: TableSpec, groups: list[LineKey], rowset: RowSet, seed: int, resamples: int,
+                 by_measured: dict | None = None, progress: Progress = NO_PROGRESS) -> tuple[list[Line], list[str]]:
+    """Each method against zero-shot of the same teacher and the same run, on the same sample ids;
+    each interval seeded from the digests of the two cells' sample ids (`by_measured`: the counts
+    per (method, model, pretrained, run, task), from `accuracy.cells`)."""
+    by_measured = by_measured or {}
     pairs, samples = paired_tallies(rowset, spec)
     by_cell = {key: part for key, part in pairs.groupby(PAIR_KEYS, sort=False)} if len(pairs) else {}
     counts = {tuple(r[:5]): int(r[5]) for r in samples[[*PAIR_KEYS, "samples"]].itertuples(index=False)}
@@ -174,17 +185,23 @@ def paired_lines(spec: TableSpec, groups: list[LineKey], rowset: RowSet, seed: i
         if (BASELINE, model, pretrained, run) not in groups:
             notes.append(f"{run_label(method_label(method), run)} {teacher}: no {BASELINE} rows with this teacher"
                          + (" in this run" if run else "") + ", nothing pairs.")
-        estimates, cells = {}, []
+        estimates, cells = {}, {}
+        base_group = (BASELINE, model, pretrained, run)
         for task in spec.tasks:
-            key = f"paired|{method}|{model}|{pretrained}|{task}" + (f"|{run}" if run else "")
+            ours, base = by_measured.get((method, model, pretrained, run, task)), by_measured.get((*base_group, task))
+            key = cell_key("paired", task, method, model, pretrained, *(int(c.ids) if c is not None else 0
+                                                                         for c in (ours, base)))
             cell = (run, method, model, pretrained, task)
             est, only_method, only_base = cell_pairing(by_cell, counts, cell, key, seed, resamples)
             estimates[task] = est
-            cells.append(_cell(est, unpaired=only_method + only_base))
+            state = Progress.combine([cell_state(progress, by_measured, (method, model, pretrained, run), task),
+                                      cell_state(progress, by_measured, base_group, task)])
+            runs = tuple(sorted({r for c in (ours, base) if c is not None for r in c.runs}))
+            cells[task] = _cell(est, state, runs, unpaired=only_method + only_base)
             if only_method + only_base:
                 unpaired.append(unpaired_note(method, model, pretrained, task, only_method, only_base))
         lines.append(Line("paired", run_label(f"{method_label(method)} - {method_label(BASELINE)}", run), teacher, method,
-                          model, pretrained, tuple(cells + _summaries(spec, estimates)), run))
+                          model, pretrained, tuple([*cells.values(), *_summaries(spec, estimates, cells)]), run))
     if unpaired:
         notes.append(f"Sample ids that did not pair (left out of the differences): {'; '.join(unpaired)}.")
     return lines, notes
@@ -192,12 +209,13 @@ def paired_lines(spec: TableSpec, groups: list[LineKey], rowset: RowSet, seed: i
 
 def build_report(
     rows: RowSet | pd.DataFrame, spec: TableSpec, reference: bool = True, seed: int = 0, resamples: int = RESAMPLES,
-    read_notes: tuple[str, ...] = (),
+    read_notes: tuple[str, ...] = (), progress: Progress = NO_PROGRESS,
 ) -> PaperReport:
     """`rows`: the runs' rows (a RowSet over their files, or a DataFrame with a `run` column where runs
     are side by side). Every method x teacher (x run) in them gets a line, with n = 0 marks where it has
     no data for a column, so a missing run is visible, not silently absent. `read_notes` say what was
-    read. Only aggregates leave the query engine: counts per cell and per paired difference."""
+    read, `progress` how far each run got. Only aggregates leave the query engine: counts per cell
+    and per paired difference."""
     rowset = as_rowset(rows)
     long = cells(rowset, recall=False)
     inside = long[long["task"].isin(spec.tasks)]
@@ -211,10 +229,10 @@ def build_report(
     lines: list[Line] = []
     notes = ["Cells: top-1 accuracy % [95% percentile bootstrap interval] (n scored samples); "
              "'- (n=0)' marks a cell with no data. Averages are unweighted means of the columns, "
-             "computed here (never copied), and blank unless every column has data."]
+             "computed here (never copied), and blank unless every column has data and all its samples."]
     paper_notes: list[str] = []
     for group in groups:
-        ours = measured_line(spec, group, by_cell, seed, resamples)
+        ours = measured_line(spec, group, by_cell, seed, resamples, progress)
         lines.append(ours)
         match = next((r for r in refs if r.teacher == ours.teacher and r.method in paper_labels(group[0])), None)
         if match is not None:
@@ -237,21 +255,24 @@ def build_report(
         others = ", ".join(dict.fromkeys(outside["task"]))
         notes.append(f"Rows of tasks outside this table, not shown ({int((outside['n'] + outside['errors']).sum())}): "
                      f"{others}.")
-    paired, paired_notes = paired_lines(spec, groups, rowset, seed, resamples)
+    paired, paired_notes = paired_lines(spec, groups, rowset, seed, resamples, by_cell, progress)
     cost = cost_lines(rowset, groups, spec.tasks)
     return PaperReport(spec, tuple(lines), tuple(paired), tuple(cost), tuple(notes), tuple(paired_notes),
-                       tuple(cost_notes(rowset, spec.tasks)), seed, resamples)
+                       tuple(cost_notes(rowset, spec.tasks)), seed, resamples, progress.markers())
 
 
 def flatten(lines: Iterable[Line], spec: TableSpec) -> list[dict]:
-    """Long form: one record per cell, for csv and json."""
+    """Long form: one record per cell, for csv and json. `run` is the run ids the cell was computed
+    from, `;`-joined where runs are pooled ("" for the paper's own numbers); `finished`, `missing` and
+    `status` say whether they have all of the cell's samples (blank where not applicable)."""
     out = []
     for line in lines:
         for key, header, cell in zip(spec.keys, spec.headers, line.cells):
             out.append({
                 "table": spec.name, "kind": line.kind, "label": line.label, "teacher": line.teacher,
-                "method": line.method, "model": line.model, "pretrained": line.pretrained, "column": key,
-                "header": header, "value": cell.value, "low": cell.low, "high": cell.high, "n": cell.n,
-                "errors": cell.errors, "unpaired": cell.unpaired, "stated": cell.stated, "note": cell.note,
+                "method": line.method, "model": line.model, "pretrained": line.pretrained, "run": ";".join(cell.runs),
+                "column": key, "header": header, "value": cell.value, "low": cell.low, "high": cell.high,
+                "n": cell.n, "errors": cell.errors, "unpaired": cell.unpaired, "stated": cell.stated, "note": cell.note,
+                "finished": cell.finished, "missing": cell.missing, "status": cell.status,
             })
     return out

@@ -1,61 +1,87 @@
-"""Tables to text. Without a paper layout: the generic pivots (method x task, with n; top-1, top-5 and
-mean per-class recall), via
-tabulate for markdown, LaTeX (booktabs) and HTML, pandas for CSV (long form, every cell) and JSON.
-With a layout (`--table`), render_paper.py does the paper's tables; `render_table` is its entry."""
+"""Tables to text. Without a paper layout: the plain report (harness.report.plain: method x task
+pivots, with n, for top-1, top-5 and mean per-class recall) as markdown (tables under about 160
+characters, split by columns beyond), LaTeX (harness.report.latex: escaped, fitted to the page), HTML
+(harness.report.page), CSV and JSON (long form, every cell, with its interval, run ids and whether its
+runs finished). An unfinished run is said at the top of every format's body. With a layout
+(`--table`), render_paper.py does the paper's tables; `render_table` is its entry."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pandas as pd
-from tabulate import tabulate
 
 from harness.registry import Registry
-from harness.report.accuracy import METRICS, cells, pivot
-from harness.report.htmldoc import html_document
+from harness.report import latex as tex
+from harness.report import markdown as md
+from harness.report.celltext import Parts, plain_parts
+from harness.report.page import plain_page
+from harness.report.plain import RECORD_COLUMNS, Pivot, PlainReport, build_plain
+from harness.report.progress import NO_PROGRESS, Progress
 from harness.report.rowset import RowSet
 from harness.report.stats import RESAMPLES
 from harness.text import markdown_cell
 
 Rows = RowSet | pd.DataFrame
-Renderer = Callable[[Rows, int, int], str]
-"""(rows, bootstrap seed, resamples) -> text."""
+Renderer = Callable[[PlainReport], str]
 FORMATS: Registry[Renderer] = Registry("format (--format)")
 
 
-def _tabulated(fmt: str, cell: Callable[[str], str] = str) -> Renderer:
-    """One titled table per metric (top-1 first), each a method x task pivot; `cell` escapes each
-    header and cell for the format where tabulate does not (markdown: names may hold `|` or HTML)."""
-
-    def render(rows: Rows, seed: int = 0, resamples: int = RESAMPLES) -> str:
-        long = cells(rows)
-        parts = []
-        for metric, title in METRICS.items():
-            headers, body = pivot(long, metric, seed, resamples)
-            headers, body = [cell(h) for h in headers], [[cell(c) for c in line] for line in body]
-            parts.append(f"{title}\n\n" + tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True))
-        return "\n\n".join(parts)
-
-    return render
+def pivot_body(pivot: Pivot) -> list[list[Parts]]:
+    """Each line's cells as parts: label, the tasks, the Average (without n), the error count."""
+    body = []
+    for line in pivot.lines:
+        cells = [plain_parts(c, average=pivot.average and i == len(pivot.tasks)) for i, c in enumerate(line.cells)]
+        body.append([(line.label,), *cells] + ([(str(line.errors),)] if pivot.errors else []))
+    return body
 
 
-def _html(rows: Rows, seed: int = 0, resamples: int = RESAMPLES) -> str:
-    return html_document("apm-bench report: method x task", _tabulated("html")(rows, seed, resamples))
+def _joined(body: list[list[Parts]]) -> list[list[str]]:
+    return [[" ".join(parts) for parts in line] for line in body]
 
 
-FORMATS.add("markdown", _tabulated("github", markdown_cell))  # tabulate escapes LaTeX and HTML itself
-FORMATS.add("latex", _tabulated("latex_booktabs"))
-FORMATS.add("html", _html)
-FORMATS.add("csv", lambda rows, seed=0, resamples=RESAMPLES: cells(rows).to_csv(index=False, float_format="%.4f"))
-FORMATS.add("json", lambda rows, seed=0, resamples=RESAMPLES: cells(rows).to_json(orient="records", indent=2))
+def markdown(report: PlainReport) -> str:
+    """Every header and cell escaped (harness.text.markdown_cell): method, task and teacher names may
+    hold `|` or HTML, which tabulate's markdown passes on raw."""
+    parts = [md.wrap(f"**{markdown_cell(m)}**") for m in report.unfinished]
+    for pivot in report.pivots:
+        body = [[markdown_cell(c) for c in line] for line in _joined(pivot_body(pivot))]
+        parts.append(f"{pivot.title}\n\n" + md.table([markdown_cell(h) for h in pivot.headers], body, fixed=1))
+    return "\n\n".join(parts)
 
 
-def render(rows: Rows, fmt: str, seed: int = 0, resamples: int = RESAMPLES) -> str:
-    return FORMATS.get(fmt)(rows, seed, resamples)
+def latex(report: PlainReport) -> str:
+    parts = [tex.PREAMBLE]
+    for i, pivot in enumerate(report.pivots):
+        parts.append(tex.table(pivot.title, pivot.headers, pivot_body(pivot), markers=report.unfinished if i == 0 else ()))
+    return "\n\n".join(parts)
+
+
+def frame(report: PlainReport) -> pd.DataFrame:
+    """The long form (plain.RECORD_COLUMNS), counts as integers and `finished` as a nullable flag."""
+    out = pd.DataFrame.from_records(list(report.records), columns=RECORD_COLUMNS)
+    out["missing"] = out["missing"].astype("Int64")
+    out["finished"] = out["finished"].astype("boolean")
+    return out
+
+
+FORMATS.add("markdown", markdown)
+FORMATS.add("latex", latex)
+FORMATS.add("html", plain_page)  # the styled page (harness.report.page)
+FORMATS.add("csv", lambda report: frame(report).to_csv(index=False, float_format="%.4f"))
+FORMATS.add("json", lambda report: frame(report).to_json(orient="records", indent=2))
+
+
+def render(rows: Rows, fmt: str, seed: int = 0, resamples: int = RESAMPLES, progress: Progress = NO_PROGRESS,
+           notes: tuple[str, ...] = ()) -> str:
+    """The plain report of `rows` in format `fmt`; `progress`: how far the runs read got."""
+    renderer = FORMATS.get(fmt)
+    return renderer(build_plain(rows, seed, resamples, progress, notes))
 
 
 def render_table(rows: Rows, table: str, fmt: str, reference: bool = True, seed: int = 0,
-                 resamples: int | None = None, read_notes: tuple[str, ...] = ()) -> str:
+                 resamples: int | None = None, read_notes: tuple[str, ...] = (),
+                 progress: Progress = NO_PROGRESS) -> str:
     """One of the paper's layouts (`tables.TABLES`), filled from `rows`, in format `fmt`."""
     from harness.report.paper import build_report
     from harness.report.render_paper import PAPER_FORMATS
@@ -63,4 +89,4 @@ def render_table(rows: Rows, table: str, fmt: str, reference: bool = True, seed:
 
     spec = TABLES.get(table)
     renderer = PAPER_FORMATS.get(fmt)
-    return renderer(build_report(rows, spec, reference, seed, resamples or RESAMPLES, read_notes))
+    return renderer(build_report(rows, spec, reference, seed, resamples or RESAMPLES, read_notes, progress))

@@ -5,8 +5,9 @@ value is drawn, and those counts are Multinomial(n, observed frequencies). Drawi
 O(resamples x distinct values) instead of O(resamples x n), so a 50,000-image cell (values 0/1, or
 -1/0/1 for a paired difference) takes microseconds and no memory; the interval is the same bootstrap.
 
-Every interval has its own generator, seeded from the run seed and the cell's key, so a cell's interval
-does not change when other methods or tasks are added to the report."""
+Every interval has its own generator, seeded from `--seed` and what the cell holds (`cell_key`: task,
+method, teacher and a digest of its sample ids), so an interval depends only on the data and the seed:
+not on other methods or tasks in the report, the table it is shown in, or the run id."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ LEVEL = 0.95
 def generator(seed: int, key: str) -> np.random.Generator:
     """The generator of one cell: `default_rng([seed, crc32(key)])`."""
     return np.random.default_rng([seed, zlib.crc32(key.encode())])
+
+
+def cell_key(kind: str, task: str, method: str, model: str, pretrained: str, *ids: int) -> str:
+    """The key of a cell's generator. `kind` names the statistic (top1, top5, paired), `ids` the
+    digests of the sample ids it is drawn from (harness.report.digest; a paired cell has the
+    method's and the baseline's). The cell's label, its run id and where it is shown are left out
+    on purpose: they are not the data."""
+    return "|".join((kind, task, method, model, pretrained, *(f"{i:016x}" for i in ids)))
 
 
 def bootstrap_means(values: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:

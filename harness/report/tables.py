@@ -23,6 +23,12 @@ class Column:
     """Our task name, as written in the rows' `task` column."""
     header: str
     """The paper's header for it; also the column's name in the reference CSV."""
+    short: str = ""
+    """A short header for wide layouts (markdown, LaTeX), explained in a legend below the table."""
+
+    @property
+    def label(self) -> str:
+        return self.short or self.header
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,20 @@ class TableSpec:
     def keys(self) -> tuple[str, ...]:
         return self.tasks + tuple(s.key for s in self.summaries)
 
+    @property
+    def short_headers(self) -> tuple[str, ...]:
+        return tuple(c.label for c in self.columns) + tuple(s.header for s in self.summaries)
 
-def _spec(name: str, title: str, pairs: list[tuple[str, str]], reference: str, ood: bool = False) -> TableSpec:
-    columns = tuple(Column(task, header) for task, header in pairs)
+    @property
+    def legend(self) -> str:
+        """What the short headers stand for ("" when the layout has none)."""
+        pairs = [f"{c.short} = {c.task}" for c in self.columns if c.short]
+        return f"Columns: {'; '.join(pairs)}." if pairs else ""
+
+
+def _spec(name: str, title: str, pairs: list[tuple[str, str]], reference: str, ood: bool = False,
+          short: dict[str, str] | None = None) -> TableSpec:
+    columns = tuple(Column(task, header, (short or {}).get(header, "")) for task, header in pairs)
     tasks = tuple(c.task for c in columns)
     summaries = [Summary("average", "Average", tasks)]
     if ood:  # Table 1: the mean of the four shifted sets, ImageNet itself left out
@@ -72,6 +89,11 @@ CORRUPTIONS = (
     "brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "gaussian_noise", "glass_blur",
     "impulse_noise", "jpeg_compression", "motion_blur", "pixelate", "shot_noise", "snow", "zoom_blur",
 )
+SHORT = {"brightness": "brit", "contrast": "contr", "defocus_blur": "defoc", "elastic_transform": "elast", "fog": "fog",
+         "frost": "frost", "gaussian_noise": "gauss", "glass_blur": "glass", "impulse_noise": "impul",
+         "jpeg_compression": "jpeg", "motion_blur": "motn", "pixelate": "pixel", "shot_noise": "shot", "snow": "snow",
+         "zoom_blur": "zoom"}
+"""The corruptions' short headers (ImageNet-C's usual abbreviations), for the two 19-column layouts."""
 
 TABLES: Registry[TableSpec] = Registry("table (--table)")
 TABLES.add("natural-shift", _spec(
@@ -83,7 +105,7 @@ TABLES.add("natural-shift", _spec(
 TABLES.add("imagenet-c", _spec(
     "imagenet-c", "Table 2: ImageNet-C at severity 5, top-1 accuracy (%)",
     [(f"imagenet-c/{c}/5", c) for c in CORRUPTIONS],
-    "apm_neurips2024_table2_imagenet_c_sev5.csv",
+    "apm_neurips2024_table2_imagenet_c_sev5.csv", short=SHORT,
 ))
 TABLES.add("fine-grained", _spec(
     "fine-grained", "Table 3: fine-grained classification, top-1 accuracy (%)",
@@ -95,7 +117,7 @@ TABLES.add("fine-grained", _spec(
 FASHION_MNIST_C = tuple(f"fashion-mnist-c/{c}/5" for c in CORRUPTIONS)
 TABLES.add("fashion-mnist-c", TableSpec(  # the offline shift benchmark (README): Table 2's layout, no paper numbers
     "fashion-mnist-c", "Fashion-MNIST-C: clean, and Table 2's 15 corruptions at severity 5, top-1 accuracy (%)",
-    (Column("fashion-mnist", "clean"), *(Column(t, c) for t, c in zip(FASHION_MNIST_C, CORRUPTIONS))),
+    (Column("fashion-mnist", "clean"), *(Column(t, c, SHORT[c]) for t, c in zip(FASHION_MNIST_C, CORRUPTIONS))),
     (Summary("average", "Average (corruptions)", FASHION_MNIST_C),),  # as Table 2: the clean set is not averaged in
     None,
 ))
