@@ -76,6 +76,15 @@ def run(
         "--config", is_eager=True, callback=use_run_file,
         help="A TOML file of run options (suite, task, method, model, limit, workers, ...) and one "
              "[METHOD] table of settings per method; flags given on the command line win.")] = None,
+    stream: Annotated[str, typer.Option(
+        help="Online methods' stream order: iid, dirichlet:GAMMA (StatA's label shift, e.g. 0.1), class-sequential, "
+             "continual (the run's tasks in order, state carried); episodic methods ignore it.")] = "iid",
+    streams: Annotated[int, typer.Option(min=1, help="Streams per task for online methods, seeds derived from --seed.")] = 1,
+    feature_cache: Annotated[Optional[Path], typer.Option(
+        help="Cache the teacher's image embeddings in this folder and read them back: N streams of an online "
+             "method cost one pass of the image tower (part of the fingerprint; the folder is not).")] = None,
+    checkpoint_seconds: Annotated[float, typer.Option(
+        min=0.0, help="Seconds of a stream between checkpoints of the online methods' states (0: after every batch of --shard-size samples).")] = 60.0,
     dry_run: Annotated[bool, typer.Option(help="Only plan: samples, shards, rows and device-hours per method "
                                                "(as `apm-bench plan`); nothing runs, nothing is written.")] = False,
     device_tflops: Annotated[Optional[float], typer.Option(
@@ -88,6 +97,7 @@ def run(
     from harness import rundir
     from harness.errors import Problems, collect
     from harness import settings
+    from harness.streams import check_protocol
     from tasks.registry import SOURCES, SUITES
 
     problems: list[str] = []
@@ -112,6 +122,12 @@ def run(
     one_of("source", source, SOURCES)
     one_of("corruptions", corruptions, ("released", "generated"))
     methods = split_values(method) or (chosen.methods if chosen else ())
+    if resume is None and (online := [m for m in methods if not settings.method_kind_episodic(m)]) \
+            and "zeroshot" not in methods:
+        methods = ("zeroshot", *methods)  # the reference every online method is read against, on the same samples
+        echo(f"note: zeroshot added beside the online method(s) {', '.join(online)}", err=True)
+    if collect(problems, check_protocol, stream) is None:
+        stream = "iid"
     assignments = [parsed for text in set_ or [] if (parsed := collect(problems, settings.parse_assignment, text))]
     chosen_settings = {} if resume is not None else settings.resolve(
         methods, chosen.settings if chosen else {}, file_settings, f"--config {config_file}", assignments, problems)
@@ -130,6 +146,9 @@ def run(
         shard_size=shard_size,
         suite=suite,
         deterministic=deterministic,
+        stream=stream,
+        streams=streams,
+        feature_cache=feature_cache is not None,
     )
     execution = ExecConfig(
         out_root=str(out_root), run_id=run_id, address=address, workers=workers, device=device,
@@ -142,6 +161,8 @@ def run(
         max_restarts=max_restarts,
         cpus_per_worker=cpus_per_worker,
         allow_other_device=allow_other_device,
+        checkpoint_seconds=checkpoint_seconds,
+        feature_cache_dir=str(feature_cache) if feature_cache else None,
     )
     tasks: list = []
     if config is not None:  # a plan prices a task whose data is absent from its published size
@@ -179,7 +200,7 @@ def run(
         echo(f"note: {summary.unplaced} worker(s) were never placed (the cluster's GPUs or CPUs were taken); "
              "the others ran every shard", err=True)
     echo(
-        f"{summary.run_dir}: {summary.shards_done}/{summary.shards_total} shards, {summary.samples} samples, "
+        f"{summary.run_dir}: {summary.shards_done}/{summary.shards_total} {summary.units}, {summary.samples} samples, "
         f"{summary.rows_written} rows written, {summary.errors} error rows"
     )
     if summary.failed:

@@ -56,7 +56,7 @@ def paper_flops() -> dict[str, float]:
     """method -> GFLOPs per sample with ViT-B/16 and each method's defaults, on an ImageNet-sized task."""
     task = resolve_task("synthetic")
     config = RunConfig(tasks=(task.name,), methods=METHODS, teacher=TeacherConfig("ViT-B-16", "none"))  # RLCF: ViT-L-14 reward
-    return {method: flops / 1e9 for (method, _), flops in counted_flops(config, [task]).items()}
+    return {method: flops / 1e9 for (method, _), flops in counted_flops(config, [task], {task.name: len(task.samples())}).items()}
 
 
 def main() -> None:

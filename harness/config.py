@@ -9,13 +9,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.models.teacher_config import PRECISIONS, TeacherConfig
-from harness.settings import Settings, complete, settings_class
+from harness.settings import Settings, complete, method_kind_episodic, settings_class
+from harness.streams import MAX_STREAMS, check_protocol
 
 __all__ = ["PRECISIONS", "TeacherConfig", "DataConfig", "RunConfig", "ExecConfig", "DEVICES"]
 
 
 DEVICES = ("auto", "cpu", "cuda")
+STREAM_DEFAULTS = {"stream": "iid", "streams": 1, "feature_cache": False}
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,30 @@ class RunConfig:
     """cpu or cuda: where the networks ran, resolved when the run starts. In the fingerprint, because
     devices differ in arithmetic; with `teacher.precision` it gives the effective precision (autocast
     applies on CUDA only)."""
+    stream: str = "iid"
+    """--stream: the order the online methods see each task's samples in (harness.streams). Episodic
+    methods ignore it: their rows are the same for every protocol."""
+    streams: int = 1
+    """--streams N: streams per task (per run for `continual`), their seeds derived from `seed`."""
+    feature_cache: bool = False
+    """--feature-cache: every teacher embedding comes from the canonical shards' batches, read from or
+    written to the cache (harness.engine.features); an embedding depends on its batch, so this is in
+    the fingerprint, the cache's folder is not."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", complete(self.methods, dict(self.settings)))
+        check_protocol(self.stream)
+        if not 1 <= self.streams <= MAX_STREAMS:
+            raise HarnessError(f"--streams must lie in 1..{MAX_STREAMS:,}, not {self.streams}")
+
+    @property
+    def online(self) -> tuple[str, ...]:
+        """The run's online methods (they see ordered streams), in the run's order."""
+        return tuple(m for m in self.methods if not method_kind_episodic(m))
+
+    @property
+    def episodic(self) -> tuple[str, ...]:
+        return tuple(m for m in self.methods if method_kind_episodic(m))
 
     def settings_of(self, method: str) -> Any:
         """The method's config dataclass (None for a method without settings)."""
@@ -94,6 +118,9 @@ class RunConfig:
     def fingerprint(self) -> str:
         payload = self.to_dict()
         payload.pop("suite")  # a label only: the same tasks and settings give the same rows
+        for name, default in STREAM_DEFAULTS.items():  # runs made before streams keep their fingerprints
+            if payload[name] == default:
+                payload.pop(name)
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -129,6 +156,11 @@ class ExecConfig:
     """Tries per shard before it is recorded as failed and the run goes on."""
     max_restarts: int = 2
     """Times Ray restarts a dead worker (which reloads its teacher) before it is retired."""
+    feature_cache_dir: str | None = None
+    """--feature-cache DIR: where the teacher's embeddings are cached (a folder every node sees)."""
+    checkpoint_seconds: float = 60.0
+    """How long a stream part runs before its online methods' states are checkpointed (a lost worker or
+    an interrupt costs at most this much of a stream); no result depends on it."""
     allow_other_device: bool = False
     """Let a resume run on another GPU model than the run was started on (its rows may round
     differently; each row names its device)."""

@@ -67,6 +67,8 @@ def estimate(config: RunConfig, execution: ExecConfig, tasks: list[Task]) -> lis
     costs = cost_lines(config, lines, tasks, runs, CPU_GFLOPS * threads / 1000 if count else None)
     methods = len(config.methods)
     head = (f"about {samples:,} sample(s) x {methods} method(s) ({', '.join(config.methods)}) in {shards} shard(s)")
+    if config.online:
+        head += f", the online method(s) on {config.streams} {config.stream} stream(s) per task"
     out = [head + _time(costs, count, threads)]
     if config.teacher.pretrained == "none":
         out.append(f"note: the teacher {config.teacher.model} has random weights (--pretrained none): its accuracies "

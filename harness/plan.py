@@ -61,13 +61,17 @@ def task_lines(config: RunConfig, tasks: list[Task]) -> list[TaskLine]:
     for task in tasks:
         if isinstance(task, PlannedTask):  # shards are cut from the task's order: only the count is needed
             samples = task.planned_samples(config.data.limit)
-            out.append(TaskLine(task.name, samples, math.ceil(samples / config.shard_size),
-                                samples * len(config.methods), task))
+            out.append(TaskLine(task.name, samples, math.ceil(samples / config.shard_size), samples * _rows(config), task))
             continue
         mine = [s for s in shards if s.task == task.name]
         samples = sum(len(s.refs) for s in mine)
-        out.append(TaskLine(task.name, samples, len(mine), samples * len(config.methods)))
+        out.append(TaskLine(task.name, samples, len(mine), samples * _rows(config)))
     return out
+
+
+def _rows(config: RunConfig) -> int:
+    """Rows per sample: one per episodic method, one per online method and stream."""
+    return len(config.episodic) + len(config.online) * config.streams
 
 
 def _settings(config: dict, method: str) -> str:
@@ -108,25 +112,32 @@ def measured(config: RunConfig, runs: list[Path]) -> dict[str, tuple[int, float,
     return found
 
 
-def counted_flops(config: RunConfig, tasks: list[Task]) -> dict[tuple[str, str], int]:
-    """(method, task) -> FLOPs per sample, counted on the meta device (architecture only, no weights)."""
+def counted_flops(config: RunConfig, tasks: list[Task], lengths: dict[str, int]) -> dict[tuple[str, str], int]:
+    """(method, task) -> FLOPs per sample, counted on the meta device (architecture only, no weights);
+    an online method's over a stream of the task's `lengths` samples (a growing state costs more late)."""
     from harness.methods import METHODS
     from harness.models.teacher import meta_teacher
 
     teacher = meta_teacher(config.teacher)
-    methods = {name: METHODS.get(name)(config.settings_of(name)) for name in config.methods}
-    return {(name, task.name): method.flops(teacher, task) for name, method in methods.items() for task in tasks}
+    out = {}
+    for name in config.methods:
+        method = METHODS.get(name)(config.settings_of(name))
+        for task in tasks:
+            online = name in config.online
+            out[(name, task.name)] = method.flops(teacher, task, lengths.get(task.name, 1)) if online else \
+                method.flops(teacher, task)
+    return out
 
 
 def cost_lines(config: RunConfig, lines: list[TaskLine], tasks: list[Task], runs: list[Path],
                device_tflops: float | None) -> list[CostLine]:
-    samples = sum(line.samples for line in lines)
     per_task = {line.task: line.samples for line in lines}
     found = measured(config, runs)
     counted: dict[tuple[str, str], int] | None = None
     failure, cached = "", False
     out = []
     for method in config.methods:
+        samples = sum(per_task.values()) * (config.streams if method in config.online else 1)
         if method in found:
             n, seconds, flops, device, run_dir = found[method]
             out.append(CostLine(method, samples, seconds, flops, f"median of {n} samples in {run_dir} on {device}",
@@ -134,7 +145,7 @@ def cost_lines(config: RunConfig, lines: list[TaskLine], tasks: list[Task], runs
             continue
         if counted is None:
             try:
-                counted, fresh = flop_cache.counts(config, tasks, lambda todo: counted_flops(config, todo))
+                counted, fresh = flop_cache.counts(config, tasks, lambda todo: counted_flops(config, todo, per_task))
                 cached = not fresh
             except Exception as exc:  # an architecture the meta device cannot build: say so, plan the rest
                 counted = {}
@@ -142,7 +153,8 @@ def cost_lines(config: RunConfig, lines: list[TaskLine], tasks: list[Task], runs
         if failure:
             out.append(CostLine(method, samples, None, None, f"no earlier run; FLOPs not counted: {failure}", None))
             continue
-        total = sum(counted.get((method, t), 0) * n for t, n in per_task.items())
+        streams = config.streams if method in config.online else 1
+        total = sum(counted.get((method, t), 0) * n for t, n in per_task.items()) * streams
         hours = total / (device_tflops * 1e12) / 3600 if device_tflops else None
         source = "no earlier run; FLOPs counted on the meta device" + (" (cached)" if cached else "") + (
             f", at {device_tflops:g} TFLOP/s peak (a lower bound)" if device_tflops else "; give --device-tflops for hours")

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from harness import interrupts
 from harness.errors import HarnessError
-from harness.rundir import QUARANTINE, RECORDS, SEGMENTS, SHARDS, read_manifest
+from harness.rundir import QUARANTINE, RECORDS, SEGMENTS, SHARDS, STATES, read_manifest
 from harness.store import SCHEMA, schema_problem
 
 SEGMENT_KEY = b"apm_bench.shards"
@@ -228,7 +228,7 @@ def tidy(run_dir: Path, verdict: Verdict) -> None:
     for path in (run_dir / SHARDS).glob("*.parquet"):
         if path.stem in verdict.shards and path not in verdict.files:
             path.unlink(missing_ok=True)
-    for folder in (run_dir, run_dir / SHARDS, run_dir / SEGMENTS):
+    for folder in (run_dir, run_dir / SHARDS, run_dir / SEGMENTS, run_dir / STATES):
         for tmp in folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
 

@@ -60,3 +60,11 @@ class Row:
     environment: str | None = None
     """Which device and software the row was computed with: a key of the manifest's `environments`
     (GPU model, CUDA, cuDNN and driver versions, the node's package versions)."""
+    stream: str | None = None
+    """An online method's stream protocol (`iid`, `dirichlet:0.1`, ...); None for an episodic method."""
+    stream_id: int | None = None
+    """Which of the run's streams (0 .. --streams - 1)."""
+    stream_seed: int | None = None
+    """The seed the stream's order was drawn from (harness.streams.stream_seed)."""
+    position: int | None = None
+    """The sample's place in its stream (0 first; across the tasks of a continual stream)."""

@@ -28,12 +28,14 @@ MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
 SHARDS = "shards"
 SEGMENTS = "segments"
+STATES = "states"
+"""Online methods' checkpoints (harness.state_files), one per stream."""
 """Finished shards merged into larger files (compact), so 50,000 images leave tens of files, not 47,000."""
 QUARANTINE = "quarantine"
 """Files that failed verification, kept for inspection, never read."""
 OWNER = ".apm-bench-owner"
 """Written when a run directory is created, holding a token only the creating process knows."""
-FOLDERS = (SHARDS, SEGMENTS, QUARANTINE)
+FOLDERS = (SHARDS, SEGMENTS, STATES, QUARANTINE)
 FILES = (MANIFEST, RECORDS)
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -189,6 +191,7 @@ MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
     "run_id": (str,), "fingerprint": (str,), "config": (dict,), "execution": (dict,), "versions": (dict,),
     "code_version": (str,), "started": (str,), "finished": (str, type(None)), "failed_shards": (dict,),
     "shards_total": (int, type(None)), "samples_total": (int, type(None)), "layout": (int,), "environments": (dict,),
+    "streams_total": (int,),
 }
 """The manifest's fields and the JSON types they may hold (any may be missing in an older run)."""
 CONFIG_FIELDS: dict[str, tuple[type, ...]] = {"tasks": (list,), "methods": (list,), "teacher": (dict,),

@@ -33,6 +33,14 @@ def settings_class(method: str) -> type | None:
     return METHODS.get(method).settings_class() if method in METHODS else None
 
 
+def method_kind_episodic(method: str) -> bool:
+    """Whether a method is episodic (reset per sample) rather than online (a state along a stream);
+    an unknown name counts as episodic (it is reported where methods are checked)."""
+    from harness.methods import METHODS
+
+    return METHODS.get(method).episodic if method in METHODS else True
+
+
 def complete(methods: Iterable[str], given: Mapping[str, Any]) -> Settings:
     """Every method of the run with its settings: the given ones, defaults for the rest; settings of
     methods not in the run are dropped (they cannot change its rows)."""

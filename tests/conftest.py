@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +24,14 @@ def teacher():
     from harness.models.teacher import load_teacher
 
     return load_teacher(TeacherConfig())
+
+
+@pytest.fixture(scope="module")
+def sharp(teacher):
+    """The tiny teacher at CLIP's scale 100 (its own is 14.3), so that on random embeddings the online
+    methods' pseudo-labels and entropies vary (spread over TDA's entropy band instead of all lying
+    above it)."""
+    return dataclasses.replace(teacher, logit_scale=100.0)
 
 
 @pytest.fixture(scope="session")

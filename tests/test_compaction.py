@@ -4,7 +4,7 @@ when a compaction is cut short, and resume still knows every finished shard."""
 import pyarrow.parquet as pq
 
 from harness import resultfiles, rundir
-from harness.engine import runner
+from harness.engine import work
 from harness.engine.shards import Shard
 from harness.report.accuracy import cells
 from harness.report.inputs import read_report_input
@@ -36,8 +36,8 @@ def test_segments_replace_shard_files_and_keep_every_row(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     shards = _shards(run_dir)
     before = cells(read_report_input([run_dir], tmp_path).rows)
-    monkeypatch.setattr(runner, "SEGMENT_SHARDS", 4)
-    compactor = runner.Compactor(run_dir, shards, "f", resultfiles.verify(run_dir, "f").files)
+    monkeypatch.setattr(work, "SEGMENT_SHARDS", 4)
+    compactor = work.Compactor(run_dir, shards, "f", resultfiles.verify(run_dir, "f").files)
     assert sum(len(v) for v in compactor.loose.values()) == 10  # finished by an earlier session: picked up
     compactor.loose.clear()
     for shard in shards:

@@ -14,12 +14,16 @@ import pytest
 from test_cli import EXE
 
 
-def _ray_processes() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True)
+def _ray_processes(driver: int) -> set[int]:
+    """Ray's own processes of the cluster `driver` started: Ray names its session folder after the
+    process that started it (`session_<date>_<pid>`), so Ray clusters of other processes on this
+    machine (another test run, a user's) are never counted."""
+    out = subprocess.run(["pgrep", "-f", f"(raylet|gcs_server).*session_[0-9_-]+_{driver}( |/|$)"],
+                         capture_output=True, text=True)
     return {int(p) for p in out.stdout.split()}
 
 
-def _interrupt(tmp_path: Path, after: float, sig: int) -> tuple[subprocess.CompletedProcess, float]:
+def _interrupt(tmp_path: Path, after: float, sig: int) -> tuple[subprocess.CompletedProcess, float, int]:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([EXE, "run", "--suite", "smoke", "--no-progress", "--out-root", str(tmp_path / "results")],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -27,7 +31,7 @@ def _interrupt(tmp_path: Path, after: float, sig: int) -> tuple[subprocess.Compl
     sent = time.monotonic()
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - sent
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - sent, proc.pid
 
 
 @pytest.mark.parametrize(("after", "sig"), [
@@ -39,8 +43,7 @@ def _interrupt(tmp_path: Path, after: float, sig: int) -> tuple[subprocess.Compl
     (9.5, signal.SIGTERM),
 ], ids=lambda v: str(v) if isinstance(v, float) else signal.Signals(v).name)
 def test_a_signal_at_any_moment_stops_the_run_with_one_line(tmp_path, after, sig):
-    before = _ray_processes()
-    done, seconds = _interrupt(tmp_path, after, sig)
+    done, seconds, driver = _interrupt(tmp_path, after, sig)
     text = done.stdout + done.stderr
     assert "Traceback" not in text and "Exception ignored" not in text, text
     if done.returncode == 0:  # finished before the signal: a whole run, reported as usual
@@ -61,7 +64,7 @@ def test_a_signal_at_any_moment_stops_the_run_with_one_line(tmp_path, after, sig
                                  env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
         assert resumed.returncode == 0 and "next: apm-bench report" in resumed.stdout, resumed.stderr
     for _ in range(40):  # Ray's own processes of the interrupted run go away
-        if _ray_processes() <= before:
+        if not _ray_processes(driver):
             break
         time.sleep(0.25)
-    assert _ray_processes() <= before
+    assert not _ray_processes(driver)

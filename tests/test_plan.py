@@ -166,3 +166,22 @@ def test_a_second_plan_reads_its_flop_counts_from_the_cache():
     first = cost_lines(config, task_lines(config, tasks), tasks, [], None)
     again = cost_lines(config, task_lines(config, tasks), tasks, [], None)
     assert [c.flops for c in first] == [c.flops for c in again] and all("(cached)" in c.source for c in again)
+
+
+def test_a_plan_counts_every_stream_of_an_online_method(tmp_path):
+    """Rows: one per episodic method and sample, one per online method, stream and sample; an online
+    method's FLOPs per sample are the ones its rows record."""
+    from harness.engine.stream_parts import part, plan_streams
+    from harness.engine.worker import RunIdentity, ShardWorker
+
+    config, tasks, _ = check(RunConfig(tasks=("synthetic:1",), methods=("zeroshot", "tda", "ecalp"), streams=3,
+                                       teacher=TeacherConfig("apm-mini", "synthetic-teacher")))
+    lines = task_lines(config, tasks)
+    assert lines[0].samples == 12 and lines[0].rows == 12 * (1 + 2 * 3)
+    costs = {c.method: c for c in cost_lines(config, lines, tasks, [], device_tflops=1.0)}
+    assert (costs["zeroshot"].samples, costs["tda"].samples) == (12, 36)
+    stream = plan_streams(config, tasks)[0]
+    result = ShardWorker(config, {t.name: t for t in tasks}, RunIdentity("r", "f", "c")).process(
+        part(config, stream, 0, None, 3600.0))
+    recorded = {r["method"]: r["flops"] for r in result.table.to_pylist()}
+    assert recorded == {"tda": costs["tda"].flops, "ecalp": costs["ecalp"].flops}

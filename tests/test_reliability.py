@@ -36,12 +36,21 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_shards(run_dir: Path, count: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_for_shards(run_dir: Path, count: int, proc: subprocess.Popen, timeout: float = 180, prefix: str = "") -> None:
+    """Until `count` result files whose ids start with `prefix` (`stream`: a stream's parts) are in place."""
     deadline = time.time() + timeout
-    while len(resultfiles.done_shards(run_dir)) < count:
+    while len([s for s in resultfiles.done_shards(run_dir) if s.startswith(prefix)]) < count:
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "run made no progress"
-        time.sleep(0.2)
+        time.sleep(0.05)
+
+
+def undisturbed(cwd: Path, args: list[str], run_id: str) -> Path:
+    """A whole run, never disturbed: what an interrupted or damaged one must end up equal to."""
+    done = subprocess.run([EXE, "run", *args, "--run-id", run_id], cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr
+    return cwd / "results" / run_id
 
 
 def _descendants(root: int) -> list[int]:
@@ -80,11 +89,7 @@ def _rows(run_dir: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> pd.DataFrame:
     """The same run, never disturbed."""
-    cwd = tmp_path_factory.mktemp("reference")
-    done = subprocess.run([EXE, "run", *SLOW, "--run-id", "ref"], cwd=cwd, env=_env(), capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
-    return _rows(cwd / "results" / "ref")
+    return _rows(undisturbed(tmp_path_factory.mktemp("reference"), SLOW, "ref"))
 
 
 def test_a_killed_worker_costs_only_its_shards(tmp_path, reference):

@@ -57,7 +57,7 @@ def test_every_problem_of_a_set_is_collected_with_its_flag():
     assert problems == [
         "--set tpt: augmix must be one of auto, on, off, not 'maybe'",
         "--set zero.top: zero is not among the run's methods (tpt, apm)",
-        f"--set tptt: unknown method 'tptt'; did you mean 'tpt'? (known: {', '.join(METHODS.names()[:12])})",
+        f"--set tptt: unknown method 'tptt'; did you mean 'tpt'? (known: {', '.join(METHODS.names()[:12])}, ...)",
     ]
 
 

@@ -5,8 +5,9 @@ import dataclasses
 
 import torch
 
-from harness.config import RunConfig, TeacherConfig
+from harness.config import DataConfig, RunConfig, TeacherConfig
 from harness.engine.shards import plan_shards
+from harness.engine.stream_parts import part, plan_streams
 from harness.engine.worker import RunIdentity, ShardWorker
 from harness.methods import METHODS
 from harness.methods.configs import ApmConfig
@@ -59,9 +60,12 @@ def test_every_method_runs_on_a_siglip_teacher(siglip_dir):
     small["apm"] = ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=2, lr=1e-3)
     config = RunConfig(tasks=(TASK.name,), methods=methods, teacher=TeacherConfig(pretrained=str(siglip_dir)),
                        settings=tuple(small.items()))
-    rows = ShardWorker(config, {TASK.name: TASK}, RunIdentity("r", "f", "c")).process(plan_shards([TASK], 2)[0])
+    worker = ShardWorker(config, {TASK.name: TASK}, RunIdentity("r", "f", "c"))
+    rows = worker.process(plan_shards([TASK], 2)[0]).to_pylist()
+    stream = plan_streams(dataclasses.replace(config, data=DataConfig(limit=2)), [TASK])[0]  # the online methods
+    rows += worker.process(part(config, stream, 0, None, 3600.0)).table.to_pylist()
     by_method = {}
-    for row in rows.to_pylist():
+    for row in rows:
         by_method.setdefault(row["method"], []).append(row)
     assert sorted(by_method) == sorted(methods)
     for name, got in by_method.items():

@@ -69,7 +69,7 @@ def _creation_failed(exc: BaseException) -> bool:
 def dispatch(
     actors: Sequence,
     shards: Sequence[Shard],
-    write: Callable[[Shard, pa.Table], None],
+    write: Callable[[Shard, pa.Table], Sequence[Shard] | None],
     max_attempts: int = 3,
     max_restarts: int = 2,
     recovery_seconds: float = 300.0,
@@ -81,7 +81,8 @@ def dispatch(
     on_info: Callable[[dict], None] | None = None,
 ) -> DispatchResult:
     """Run every shard on some actor; `write` each result as it arrives (the driver holds one
-    shard's rows at a time), unless `check` finds it wrong (then it is retried like a failure).
+    shard's rows at a time), unless `check` finds it wrong (then it is retried like a failure). What
+    `write` returns is queued too (a stream's next part: one part of a stream is in flight at a time).
     Returns counts, the shards given up on and the workers retired.
 
     An actor gets shards only once a ping shows it placed and loaded: one the cluster cannot place
@@ -225,7 +226,7 @@ def dispatch(
                 if wrong:
                     retry(shard, wrong)
                 else:
-                    write(shard, table)
+                    queue.extend(write(shard, table) or ())  # a stream's next part, once this one is written
                     _count(result, table)
         for j in range(len(actors)):  # a re-queued shard may go to any actor with room
             feed(j)

@@ -23,7 +23,10 @@ from harness.engine.environments import Environments
 from harness.engine.dispatch import DispatchResult, dispatch
 from harness.engine.placement import actor_options, cluster_nodes, placed
 from harness.engine.pool import PoolPlan, device_type, plan_pool
-from harness.engine.shards import Shard, plan_shards, task_key
+from harness.engine.shards import Shard, plan_shards
+from harness.engine.work import Compactor, Work, stream_parts
+from harness.engine.stream_parts import (PartResult, Stream, StreamPart, drop_older_states, finish_stream,
+                                         part, plan_streams, rows_id, write_state)
 from harness.engine.worker import RunIdentity, ShardWorker
 from harness.engine.prepare import pin_weights, prepare
 from harness.errors import HarnessError, Interrupted, StorageError
@@ -55,40 +58,8 @@ class RunSummary:
     """Why fewer workers ran than --workers asked for (the cluster could place no more)."""
     retired: tuple[str, ...] = ()
     """Workers retired while the others went on (a GPU that broke), each with its node, GPU and why."""
-
-
-SEGMENT_SHARDS = 256
-"""Finished shards of a task merged into one segment file: 50,000 images in shards of 16 leave 13 files."""
-
-
-class Compactor:
-    """Merges each task's finished shards into segments as they accumulate (the driver writes shards
-    one at a time; a segment costs one read of SEGMENT_SHARDS small files), and the rest when the run
-    ends. An interrupted run is not compacted: its resume is."""
-
-    def __init__(self, run_dir: Path, shards: list[Shard], fingerprint: str, verified: tuple[Path, ...]) -> None:
-        self.run_dir = run_dir
-        self.fingerprint = fingerprint
-        self.task_of = {s.shard_id: s.task for s in shards}
-        self.loose: dict[str, list[str]] = {}
-        for path in verified:  # shard files an earlier session finished (verified) but did not merge
-            if path.parent.name == rundir.SHARDS and path.stem in self.task_of:
-                self.loose.setdefault(self.task_of[path.stem], []).append(path.stem)
-
-    def finished(self, shard: Shard) -> None:
-        ids = self.loose.setdefault(shard.task, [])
-        ids.append(shard.shard_id)
-        if len(ids) >= SEGMENT_SHARDS:
-            self._compact(shard.task)
-
-    def flush(self) -> None:
-        for task in list(self.loose):
-            self._compact(task)
-
-    def _compact(self, task: str) -> None:
-        ids = self.loose.pop(task, [])
-        if ids:
-            resultfiles.compact(self.run_dir, ids, task_key(task), self.fingerprint)
+    units: str = "shards"
+    """What shards_done and shards_total count: shards, streams, or both (online methods' streams)."""
 
 
 def config_differences(then: dict, now: dict, prefix: str = "") -> list[str]:
@@ -113,7 +84,7 @@ LAYOUT = 2
 
 
 def open_run_dir(out_root: Path, run_id: str | None, config: RunConfig, execution: ExecConfig, shards_total: int,
-                 samples_total: int | None = None) -> tuple[Path, dict, rundir.Claim | None]:
+                 samples_total: int | None = None, streams_total: int = 0) -> tuple[Path, dict, rundir.Claim | None]:
     """The run's directory, its manifest, and the claim on it if this process created it (only then
     may a failure remove it). An existing run with the same fingerprint is continued; one with another
     config is refused, or left alone for a fresh directory with --force-new; an existing folder that is
@@ -149,6 +120,7 @@ def open_run_dir(out_root: Path, run_id: str | None, config: RunConfig, executio
         "failed_shards": {},
         "shards_total": shards_total,
         "samples_total": samples_total,
+        "streams_total": streams_total,
         "layout": LAYOUT,
     }
     rundir.write_manifest(target, manifest)
@@ -189,10 +161,13 @@ def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = Non
         config, tasks = prepare(config, execution)
     else:
         config = pin_weights(config)
-    shards = plan_shards(tasks, config.shard_size, config.data.limit, config.seed)
+    if config.feature_cache and not execution.feature_cache_dir:
+        raise HarnessError("this run reads the teacher's features from a cache: give --feature-cache DIR")
+    shards = plan_shards(tasks, config.shard_size, config.data.limit, config.seed) if config.episodic else []
+    streams = plan_streams(config, tasks) if config.online else []
     with contextlib.ExitStack() as cluster:  # Ray, once started here, stays up for the whole run
         config = _with_device(config, execution, cluster)
-        return _run(config, execution, tasks, shards, cluster)
+        return _run(config, execution, tasks, Work(shards, streams), cluster)
 
 
 def _with_device(config: RunConfig, execution: ExecConfig, cluster: contextlib.ExitStack) -> RunConfig:
@@ -212,33 +187,35 @@ def _with_device(config: RunConfig, execution: ExecConfig, cluster: contextlib.E
     return replace(config, device_type=device_type(requested, ray.cluster_resources().get("GPU", 0)))
 
 
-def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: list[Shard],
+def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], work: Work,
          cluster: contextlib.ExitStack) -> RunSummary:
     run_dir, claim, verdict = None, None, None
     result = DispatchResult()
+    shards = work.shards
     try:  # from the first file written: a signal at any moment leaves a new run either with shards or gone
         with _storage(Path(execution.out_root), 0, nothing_yet=True), interrupts.deferred():
             run_dir, manifest, claim = open_run_dir(Path(execution.out_root), execution.run_id, config, execution,
-                                                    len(shards), sum(len(s.refs) for s in shards))
+                                                    work.units, work.samples, len(work.streams))
         verdict = resultfiles.verify(run_dir, manifest["fingerprint"])  # every file a resume would skip, checked
         resultfiles.quarantine(run_dir, verdict.bad)
         resultfiles.tidy(run_dir, verdict)
-        todo = [s for s in shards if s.shard_id not in verdict.shards]
+        todo: list[Shard | StreamPart] = [s for s in shards if s.shard_id not in verdict.shards]
         identity = RunIdentity(run_dir.name, manifest["fingerprint"], code_version())
+        todo += stream_parts(run_dir, config, execution, work.streams, verdict.shards, identity.fingerprint)
         compactor = Compactor(run_dir, shards, identity.fingerprint, verdict.files)
         if todo:
             interrupts.check()
             cluster.enter_context(ray_session(execution))
             environments = Environments(run_dir, manifest, execution.allow_other_device)
             result = _dispatch(config, execution, {t.name: t for t in tasks}, identity, todo, run_dir, compactor,
-                               environments)
-        with _storage(run_dir, len(shards)):
+                               environments, {s.key: s for s in work.streams})
+        with _storage(run_dir, work.units):
             compactor.flush()
             manifest["failed_shards"] = result.failed
             manifest["finished"] = None if result.failed else _now()
             rundir.write_manifest(run_dir, manifest)
     except BaseException as exc:
-        finished = len(resultfiles.done_shards(run_dir)) if run_dir is not None else 0
+        finished = work.done(run_dir) if run_dir is not None else 0
         if claim is not None and not finished:
             rundir.release(claim)  # nothing finished: leave no empty run behind to be reported
         if not isinstance(exc, KeyboardInterrupt):
@@ -246,15 +223,15 @@ def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: li
         if not finished:
             raise Interrupted("interrupted before any shard finished; nothing was kept") from None
         raise Interrupted(
-            f"interrupted: {finished}/{len(shards)} shards finished and kept in {run_dir}; "
+            f"interrupted: {finished}/{work.units} {work.kind} finished and kept in {run_dir}; "
             f"finish the rest with: apm-bench run --resume {run_dir}"
         ) from None
     return RunSummary(
         run_dir=run_dir,
-        samples=sum(len(s.refs) for s in shards),
+        samples=work.samples,
         rows_written=result.rows,
-        shards_done=len(resultfiles.done_shards(run_dir)),
-        shards_total=len(shards),
+        shards_done=work.done(run_dir),
+        shards_total=work.units,
         errors=result.error_rows,
         failed=dict(result.failed),
         first_error=result.first_error,
@@ -263,6 +240,7 @@ def _run(config: RunConfig, execution: ExecConfig, tasks: list[Task], shards: li
         rerun=len(verdict.lost & resultfiles.done_shards(run_dir)),
         capped=result.capped,
         retired=tuple(result.retired),
+        units=work.kind,
     )
 
 
@@ -288,10 +266,11 @@ def _dispatch(
     execution: ExecConfig,
     tasks: dict[str, Task],
     identity: RunIdentity,
-    todo: list[Shard],
+    todo: list[Shard | StreamPart],
     run_dir: Path,
     compactor: Compactor,
     environments: Environments,
+    streams: dict[str, Stream],
 ) -> DispatchResult:
     import ray
 
@@ -310,7 +289,7 @@ def _dispatch(
         for _ in range(share.workers):
             names.append(share.name or f"worker {len(actors) + 1}")
             actors.append(sized.remote(config, tasks, identity, pool.device, execution.threads_per_worker,
-                                       pool.data_threads(share)))
+                                       pool.data_threads(share), execution.feature_cache_dir))
 
     def share_classifiers(first: int) -> None:
         """Text classifiers are built once, by the first worker placed and loaded, and shipped to the
@@ -321,14 +300,32 @@ def _dispatch(
             if k != first:
                 actor.adopt_classifiers.remote(classifiers)
 
-    def write(shard: Shard, table) -> None:
-        resultfiles.write_shard(run_dir, shard.shard_id, table, identity.fingerprint)
-        compactor.finished(shard)
-        bar.update(task_id, advance=len(shard.refs))
+    def write(work: Shard | StreamPart, table) -> list[StreamPart]:
+        """A shard's rows; a part's state, then its rows, and the stream's next part (if any) to queue."""
+        if isinstance(work, Shard):
+            resultfiles.write_shard(run_dir, work.shard_id, table, identity.fingerprint)
+            compactor.finished(work)
+            bar.update(task_id, advance=len(work.refs))
+            return []
+        write_state(run_dir, work.stream, table.end, table.state)
+        resultfiles.write_shard(run_dir, rows_id(work.stream, table.start, table.end), table.table, identity.fingerprint)
+        drop_older_states(run_dir, work.stream, table.end)
+        bar.update(task_id, advance=table.end - table.start)
+        stream = streams[work.stream]
+        if table.end < len(stream.items):
+            return [part(config, stream, table.end, table.state, execution.checkpoint_seconds)]
+        finish_stream(run_dir, stream, identity.fingerprint)
+        return []
 
-    def wrong(shard: Shard, table) -> str | None:
-        """A shard's table must hold every (sample, method) once, from this run."""
-        expected = len(shard.refs) * len(config.methods)
+    def wrong(work: Shard | StreamPart, table) -> str | None:
+        """A shard's table must hold every (sample, method) once, from this run; a part's, every sample
+        it reached for every online method."""
+        if isinstance(work, StreamPart):
+            if not isinstance(table, PartResult) or not work.start < table.end <= work.start + len(work.items):
+                return "the worker returned no progress on its stream"
+            expected = (table.end - table.start) * len(config.online)
+        else:
+            expected = len(work.refs) * len(config.episodic)
         if table.num_rows != expected:
             return f"the worker returned {table.num_rows} rows, not {expected}"
         fingerprints = set(table.column("fingerprint").to_pylist())
@@ -336,8 +333,8 @@ def _dispatch(
 
     total = len(resultfiles.done_shards(run_dir)) + len(todo)
     try:
-        with _storage(run_dir, total), \
-                _progress(execution.progress, sum(len(s.refs) for s in todo), pool) as (bar, task_id):
+        remaining = sum(len(w.refs) if isinstance(w, Shard) else w.length - w.start for w in todo)
+        with _storage(run_dir, total), _progress(execution.progress, remaining, pool) as (bar, task_id):
             result = dispatch(actors, todo, write, execution.max_attempts, execution.max_restarts, check=wrong,
                               placement_seconds=execution.placement_timeout, names=names, on_ready=share_classifiers,
                               on_info=environments.seen)

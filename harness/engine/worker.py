@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import threading
+from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,13 +16,18 @@ from typing import TYPE_CHECKING
 import torch
 
 from harness.config import RunConfig
-from harness.engine.shards import Shard
+from harness.engine.shards import Shard, plan_shards
 from harness.device import PeakMemory, effective_precision, is_device_error, is_out_of_memory, now, resolve_device, set_tf32
 from harness.engine.evaluation import MethodRun, evaluate_shard, one_line
+from harness.engine.features import Features, feature_key, feature_path, read_features, write_features
+from harness.engine.stepping import advance
+from harness.engine.stream_parts import PartResult, StreamPart
 from harness.methods import METHODS
 from harness.methods.base import Method, Outcome, SampleInput
+from harness.methods.online import OnlineMethod
 from harness.models.teacher import Teacher, load_teacher, meta_teacher
 from harness.seeding import derive_seed
+from harness.errors import HarnessError
 from harness.environment import device_environment, environment_id, make_deterministic
 from harness.row import Row
 from tasks.base import LoadedImage, SampleRef, Task
@@ -57,11 +63,12 @@ class RunIdentity:
 class ShardWorker:
     def __init__(
         self, config: RunConfig, tasks: dict[str, Task], identity: RunIdentity, device: str = "cpu", threads: int = 1,
-        data_threads: int = 1,
+        data_threads: int = 1, feature_dir: str | None = None,
     ) -> None:
         """`threads`: torch's intra-op threads (fixed, so results do not depend on the worker count);
         `data_threads`: threads that decode images and make views (a GPU worker gets its share of the
-        node's CPUs for these, so the GPU is not left waiting)."""
+        node's CPUs for these, so the GPU is not left waiting); `feature_dir`: the feature cache
+        (harness.engine.features), when the run uses one."""
         torch.set_num_threads(threads)
         if config.deterministic:
             make_deterministic()  # before the first CUDA work: cuBLAS reads its setting then
@@ -75,18 +82,25 @@ class ShardWorker:
         self.precision = effective_precision(self.device.type, config.teacher.precision)
         self.teacher = load_teacher(config.teacher, self.device)
         self.flop_teacher = _flop_teacher(self.teacher)
-        self.methods: list[Method] = [METHODS.get(name)(config.settings_of(name)) for name in config.methods]
+        self.methods: list[Method] = [METHODS.get(name)(config.settings_of(name)) for name in config.episodic]
+        self.online: list[OnlineMethod] = [METHODS.get(name)(config.settings_of(name)) for name in config.online]
+        self.shard_size = config.shard_size
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.data_threads = max(1, data_threads)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._decoders = ThreadPoolExecutor(max_workers=self.data_threads, thread_name_prefix="decode")
-        for method in self.methods:  # methods with a data side of their own (views, transforms) share the threads
+        for method in [*self.methods, *self.online]:  # methods with a data side of their own (views, transforms) share the threads
             if hasattr(method, "data_pool"):
                 method.data_pool = self._decoders
             if hasattr(method, "flop_teacher"):
                 method.flop_teacher = self.flop_teacher
         self._prefetched: dict[str, Future] = {}
         self._lock = threading.Lock()
+        self.feature_dir = Path(feature_dir) if config.feature_cache and feature_dir else None
+        if config.feature_cache and self.feature_dir is None:
+            raise HarnessError("this run reads the teacher's features from a cache: give --feature-cache DIR")
+        self._index: tuple[str, dict[str, tuple[torch.Tensor, str] | str]] | None = None
+        self._pixels_needed = not all(getattr(m, "features_only", False) for m in self.methods)
 
     def info(self) -> dict:
         """Who and where this worker is: its name, device, and the device and software its rows are
@@ -97,7 +111,7 @@ class ShardWorker:
     def text_classifiers(self) -> dict[tuple, torch.Tensor]:
         """Build every text classifier this run's methods score with, once, for all workers."""
         for task in self.tasks.values():
-            for method in self.methods:
+            for method in [*self.methods, *self.online]:
                 templates = method.templates(task)
                 if templates is not None:
                     self.teacher.classifier(task.classnames, templates)
@@ -106,11 +120,19 @@ class ShardWorker:
     def adopt_classifiers(self, classifiers: dict[tuple, torch.Tensor]) -> None:
         self.teacher.adopt_classifiers(classifiers)
 
-    def process(self, shard: Shard) -> pa.Table:
-        """The shard's rows as a table in the store's schema (what the driver writes)."""
+    def process(self, work: Shard | StreamPart) -> pa.Table | PartResult:
+        """A shard's rows as a table in the store's schema (what the driver writes); a stream part's rows
+        with the online methods' states after it (harness.engine.stepping)."""
+        if isinstance(work, StreamPart):
+            try:
+                return advance(self, work, self.identity.fingerprint)
+            except RuntimeError as exc:
+                if is_device_error(exc) and not is_out_of_memory(exc):
+                    _restart(exc)  # as for a shard: the device is unusable, Ray restarts the actor
+                raise  # the part is run again from the same checkpoint
         from harness.store import rows_to_table  # pyarrow: a worker used in-process (gpu_check) can do without
 
-        return rows_to_table(self.rows(shard))
+        return rows_to_table(self.rows(shard=work))
 
     def rows(self, shard: Shard) -> list[Row]:
         """Rows for every (sample, method) of the shard. A sample that fails to load gets error rows; a
@@ -120,17 +142,21 @@ class ShardWorker:
         task = self.tasks[shard.task]
         with self._lock:
             ahead = self._prefetched.pop(shard.shard_id, None)
-        decoded = ahead.result() if ahead is not None else self._decode(shard)
+        cached = read_features(self.feature_dir, self.config, task, shard, self.device) if self.feature_dir else None
+        decoded = ahead.result() if ahead is not None else (
+            self.decode(shard) if cached is None or self._pixels_needed else Decoded([], cached.failed))
         memory = PeakMemory(self.device)
         try:
-            inputs = self._teacher_inputs(task, decoded)
+            inputs = self.embed(task, decoded) if cached is None else self._cached_inputs(task, shard, cached, decoded)
+            if cached is None and self.feature_dir is not None:
+                write_features(self.feature_dir, self.config, task, shard, _features(inputs, decoded))
             runs = evaluate_shard(self.methods, self.teacher, task, inputs, memory, self._decoders,
                                   self.data_threads) if inputs else {m.name: MethodRun() for m in self.methods}
         except RuntimeError as exc:
             if is_device_error(exc) and not is_out_of_memory(exc):
                 _restart(exc)  # a sticky CUDA error: this process's device is unusable; Ray restarts the actor
             raise  # out of memory in the teacher's forward, or a bug outside the methods: the shard is retried
-        hashes = {ref.sample_id: img.content_hash for ref, img in decoded.loaded}
+        hashes = {s.ref.sample_id: s.content_hash for s in inputs}
         position = {s.ref.sample_id: i for i, s in enumerate(inputs)}
         rows = []
         for ref in shard.refs:
@@ -140,19 +166,26 @@ class ShardWorker:
                     outcome = Outcome(None, error=decoded.failed[ref.sample_id])
                 else:
                     outcome = run.outcomes[position[ref.sample_id]]
-                row = self._row(task, ref, method.name, outcome, hashes.get(ref.sample_id))
+                row = self.row(task, ref, method.name, outcome, hashes.get(ref.sample_id))
                 rows.append(dataclasses.replace(row, peak_memory_bytes=run.peak,
                                                 peak_memory_samples=outcome.batch if run.peak else None))
         return rows
 
-    def prefetch(self, shard: Shard) -> None:
+    def prefetch(self, shard: Shard | StreamPart) -> None:
         """Decode a queued shard's images on the I/O thread while the compute thread works on the
-        previous shard (the runner puts this method in the actor's `io` concurrency group)."""
+        previous shard (the runner puts this method in the actor's `io` concurrency group). A stream
+        part decodes as it goes: how far it gets depends on its time."""
+        if isinstance(shard, StreamPart):
+            return
+        if self.feature_dir is not None and not self._pixels_needed and \
+                feature_path(self.feature_dir, self.tasks[shard.task],
+                             feature_key(self.config, self.tasks[shard.task], shard.shard_id)).exists():
+            return  # its features are cached and no method needs the pixels
         with self._lock:
             if shard.shard_id not in self._prefetched:
-                self._prefetched[shard.shard_id] = self._loader.submit(self._decode, shard)
+                self._prefetched[shard.shard_id] = self._loader.submit(self.decode, shard)
 
-    def _decode(self, shard: Shard) -> Decoded:
+    def decode(self, shard: Shard) -> Decoded:
         """Every image of the shard, decoded on the data threads (PIL releases the GIL while decoding);
         on CUDA also the teacher's input, page-locked, so that a prefetched shard's copy to the device
         neither waits for the CPU nor blocks."""
@@ -177,7 +210,7 @@ class ShardWorker:
     def _pixels(self, loaded: list[tuple[SampleRef, LoadedImage]]) -> torch.Tensor:
         return torch.stack(list(self._decoders.map(self.teacher.preprocess, [img.image for _, img in loaded])))
 
-    def _teacher_inputs(self, task: Task, decoded: Decoded) -> list[SampleInput]:
+    def embed(self, task: Task, decoded: Decoded) -> list[SampleInput]:
         loaded = decoded.loaded
         if not loaded:
             return []
@@ -190,10 +223,35 @@ class ShardWorker:
             for i, (ref, img) in enumerate(loaded)
         ]
 
+    def _cached_inputs(self, task: Task, shard: Shard, cached: Features, decoded: Decoded) -> list[SampleInput]:
+        """Inputs whose embeddings come from the cache (no teacher forward, so no teacher seconds), with
+        the decoded images where a method needs the pixels."""
+        images = {ref.sample_id: img.image for ref, img in decoded.loaded}
+        refs = {ref.sample_id: ref for ref in shard.refs}
+        return [SampleInput(refs[i], images.get(i), h, self.seed(task, refs[i]), cached.embeddings[k], 0.0)  # type: ignore[arg-type]
+                for k, (i, h) in enumerate(zip(cached.ids, cached.hashes))]
+
+    def feature_index(self, task: Task) -> dict[str, tuple[torch.Tensor, str] | str]:
+        """Every sample of `task` -> (embedding, content hash), or why it could not be read: from the
+        cache, each canonical shard missing from it made (and written) here. Kept for one task at a time."""
+        if self._index is not None and self._index[0] == task.name:
+            return self._index[1]
+        index: dict[str, tuple[torch.Tensor, str] | str] = {}
+        for shard in plan_shards([task], self.config.shard_size, self.config.data.limit, self.config.seed):
+            cached = read_features(self.feature_dir, self.config, task, shard, self.device)  # type: ignore[arg-type]
+            if cached is None:
+                decoded = self.decode(shard)
+                cached = _features(self.embed(task, decoded), decoded)
+                write_features(self.feature_dir, self.config, task, shard, cached)  # type: ignore[arg-type]
+            index.update(cached.failed)
+            index.update({i: (cached.embeddings[k], h) for k, (i, h) in enumerate(zip(cached.ids, cached.hashes))})
+        self._index = (task.name, index)
+        return index
+
     def seed(self, task: Task, ref: SampleRef) -> int:
         return derive_seed(self.config.seed, task.name, ref.sample_id)
 
-    def _row(self, task: Task, ref: SampleRef, method: str, out: Outcome, content_hash: str | None) -> Row:
+    def row(self, task: Task, ref: SampleRef, method: str, out: Outcome, content_hash: str | None) -> Row:
         teacher = self.config.teacher
         ok = out.error is None and out.prediction is not None
         return Row(
@@ -237,6 +295,12 @@ class ShardWorker:
             device_model=self.environment["device"],
             environment=self.environment_id,
         )
+
+
+def _features(inputs: list[SampleInput], decoded: Decoded) -> Features:
+    embeddings = torch.stack([s.teacher_embedding for s in inputs]) if inputs else torch.zeros(0)
+    return Features(tuple(s.ref.sample_id for s in inputs), tuple(s.content_hash for s in inputs), embeddings,
+                    dict(decoded.failed))
 
 
 def _flop_teacher(teacher: Teacher) -> Teacher | None:

@@ -69,3 +69,15 @@ METHODS.add("ttl", MethodEntry("harness.methods.ttl:ttl",
 METHODS.add("rlcf", MethodEntry("harness.methods.rlcf:rlcf",
                                 "TPT's prompt tuned by REINFORCE with a reward CLIP's scores of the confident views",
                                 f"{_CONFIGS}:RlcfConfig", "Zhao et al., ICLR 2024; mzhaoshuai/RLCF"))
+_ONLINE = "harness.methods.online_configs"
+METHODS.add("tda", MethodEntry("harness.methods.tda:tda", "online: positive and negative caches of confident test features",
+                               f"{_ONLINE}:TdaConfig", "Karmanov et al., CVPR 2024; kdiAAA/TDA", episodic=False))
+METHODS.add("dmn-weak", MethodEntry("harness.methods.dmn:dmn_weak",
+                                    "online: a per-class memory of test features read by attention (one view)",
+                                    f"{_ONLINE}:DmnConfig", "Zhang et al., CVPR 2024; YBZh/DMN (TTA-VLM's dmn_weak)",
+                                    episodic=False))
+METHODS.add("onzeta", MethodEntry("harness.methods.onzeta:onzeta",
+                                  "online: label proportions and a vision proxy learnt along the stream",
+                                  f"{_ONLINE}:OnzetaConfig", "Qian & Hu, ECCV 2024; idstcv/OnZeta", episodic=False))
+METHODS.add("ecalp", MethodEntry("harness.methods.ecalp:ecalp", "online: label propagation over a graph of the stream",
+                                 f"{_ONLINE}:EcalpConfig", "Li et al., ICLR 2025; Yushu-Li/ECALP", episodic=False))

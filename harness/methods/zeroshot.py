@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -20,6 +21,8 @@ class PromptMethod:
 
     name: str
     ensemble: bool
+    features_only: ClassVar[bool] = True
+    """It reads nothing but the teacher's embedding: with a feature cache, its shards are not decoded."""
     flop_teacher: Teacher | None = field(default=None, repr=False)
     """The teacher FLOPs are counted on (the worker's meta-device twin); None: the one it runs with."""
 

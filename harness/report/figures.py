@@ -19,6 +19,7 @@ from harness.report.accuracy import cells
 from harness.report.paper import count_estimate, line_keys
 from harness.report.rowset import RowSet, as_rowset
 from harness.report.stats import RESAMPLES
+from harness.report.stream_figure import stream_curves
 from harness.report.tables import method_label, teacher_label
 
 DPI = 100
@@ -259,7 +260,10 @@ def loss_curves(rows: RowSet | pd.DataFrame, path: Path, individual: int = 20) -
 
 
 def run_figures(rows: RowSet | pd.DataFrame, out_dir: Path) -> list[Path]:
-    return [accuracy_vs_seconds(rows, out_dir / "accuracy_vs_seconds.png"), loss_curves(rows, out_dir / "ttt_loss.png")]
+    """Accuracy against seconds, TTT losses, and for online methods accuracy along the stream."""
+    along = stream_curves(rows, out_dir / "accuracy_along_stream.png")
+    return [accuracy_vs_seconds(rows, out_dir / "accuracy_vs_seconds.png"), loss_curves(rows, out_dir / "ttt_loss.png"),
+            *([along] if along else [])]
 
 
 def png_bytes(fig: Figure) -> bytes:

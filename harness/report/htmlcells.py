@@ -9,6 +9,10 @@ from __future__ import annotations
 from harness.report.cost import CostLine
 from harness.report.htmltable import Column, Entry, Grid, Record, abbreviate
 from harness.report.paper import Line, PaperReport
+from harness.report.streams import HEADERS as STREAM_HEADERS
+from harness.report.streams import LEGEND as STREAMS_LEGEND
+from harness.report.streams import TITLE as STREAMS_TITLE
+from harness.report.streams import StreamStats, stream_lines
 from harness.report.plain import Pivot, PlainReport
 from harness.report.tables import BASELINE, TableSpec, method_label, teacher_label
 from harness.report.values import Cell
@@ -152,9 +156,21 @@ def pivot_grid(pivot: Pivot) -> Grid:
     return Grid(pivot.metric.replace("_", "-"), pivot.title, tuple(columns), tuple(records))
 
 
+def stream_grid(streams: tuple[StreamStats, ...]) -> Grid:
+    """The online methods' accuracy over their streams (harness.report.streams), one line per task."""
+    columns = tuple(Column(h, full) for h, full in zip(STREAM_HEADERS[1:], (
+        "the task", "the stream protocol", "streams run", "mean accuracy over the streams",
+        "standard deviation over the streams", "the worst stream", "mean of the worst 10% of streams")))
+    records = tuple(Record(line[0], tuple(Entry(text) for text in line[1:]),
+                           group=teacher_label(stats.model, stats.pretrained), kind="measured")
+                    for stats, line in zip(streams, stream_lines(list(streams))))
+    return Grid("streams", STREAMS_TITLE, columns, records, best=None, notes=(STREAMS_LEGEND,))
+
+
 def plain_grids(report: PlainReport) -> list[Grid]:
-    """One grid per metric, top-1 first; how to read a cell, and what was read, under the first."""
-    grids = [pivot_grid(p) for p in report.pivots]
+    """One grid per metric, top-1 first; how to read a cell, and what was read, under the first; the
+    online methods' streams last."""
+    grids = [pivot_grid(p) for p in report.pivots] + ([stream_grid(report.streams)] if report.streams else [])
     if grids:
         first = grids[0]
         grids[0] = Grid(first.anchor, first.caption, first.columns, first.records, first.best,

@@ -91,8 +91,10 @@ def _orders(manifests: list[dict], runs: list[str]) -> Orders:
 
 def _run_read(run_dir: Path, manifest: dict, verdict: resultfiles.Verdict, stats: pd.DataFrame) -> RunRead:
     tasks = (manifest.get("config") or {}).get("tasks") or ()
-    return RunRead(run_dir, int(stats["n"].sum()), int(stats["samples"].sum()), manifest.get("samples_total"),
-                   len(verdict.shards), manifest.get("shards_total"), len(manifest.get("failed_shards") or {}),
+    streams = bool(manifest.get("streams_total"))  # every sample has rows long before every stream has: only its end says
+    return RunRead(run_dir, int(stats["n"].sum()), int(stats["samples"].sum()),
+                   None if streams else manifest.get("samples_total"), len(verdict.shards),
+                   None if streams else manifest.get("shards_total"), len(manifest.get("failed_shards") or {}),
                    manifest.get("finished"), tuple(sorted({str(i) for ids in stats["ids"] for i in ids})),
                    tuple((str(t), int(k)) for t, k in zip(stats["task"], stats["samples"])),
                    tuple(dict.fromkeys(str(t) for t in tasks)))

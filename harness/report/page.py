@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.report.gallery import build_gallery
 from harness.report.htmlgallery import gallery_section
-from harness.report.htmlcells import paper_grids, plain_grids
+from harness.report.htmlcells import paper_grids, plain_grids, stream_grid
 from harness.report.htmldoc import html_document
 from harness.report.htmlruns import runs_section
 from harness.report.htmltable import Grid, render_grid
@@ -45,13 +45,19 @@ def figures_section(rows: RowSet | pd.DataFrame) -> str:
     matplotlib is imported here, not with the module: the format registries import this page, and a
     markdown report should not pay for a plotting library."""
     from harness.report.figures import DPI, accuracy_figure, loss_figure, png_bytes
+    from harness.report.stream_figure import stream_figure
 
     parts = ['<h2 id="figures">Figures</h2>']
-    for name, fig, caption in (
+    figures = [
         ("accuracy_vs_seconds", accuracy_figure(rows), "Top-1 accuracy against the median seconds per sample, "
                                                        "over every row read."),
         ("ttt_loss", loss_figure(rows), "TTT loss per step, one panel per method on its own scale."),
-    ):
+    ]
+    along = stream_figure(rows)
+    if along is not None:
+        figures.append(("accuracy_along_stream", along, "Online methods: running top-1 accuracy along the stream, "
+                                                        "mean over streams, band from the worst to the best."))
+    for name, fig, caption in figures:
         width, height = (round(v * DPI) for v in fig.get_size_inches())
         data = base64.b64encode(png_bytes(fig)).decode("ascii")
         parts.append(f'<figure class="plot"><img id="{name}" alt="{name}.png" width="{width}" height="{height}" '
@@ -68,8 +74,12 @@ def _markers(unfinished: tuple[str, ...]) -> str:
 def _paper_parts(report: PaperReport) -> tuple[list[tuple[str, str]], str]:
     main, paired, cost = paper_grids(report)
     links = [("accuracy", "accuracy"), ("paired", "paired differences"), ("cost", "cost")]
-    return links, _markers(report.unfinished) + _tables(
-        [main, paired, cost], ["Accuracy", "Paired differences against zero-shot", "Cost"])
+    grids, headings = [main, paired, cost], ["Accuracy", "Paired differences against zero-shot", "Cost"]
+    if report.streams:
+        links.append(("streams", "streams"))
+        grids.append(stream_grid(report.streams))
+        headings.append("Online methods over their streams")
+    return links, _markers(report.unfinished) + _tables(grids, headings)
 
 
 def _plain_parts(report: PlainReport) -> tuple[list[tuple[str, str]], str]:

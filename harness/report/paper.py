@@ -18,6 +18,7 @@ from harness.report.paired import KEYS as PAIR_KEYS
 from harness.report.paired import cell_pairing, paired_tallies, unpaired_note
 from harness.report.progress import NO_PROGRESS, CellProgress, Progress
 from harness.report.rowset import RowSet, as_rowset
+from harness.report.streams import StreamStats, stream_stats
 from harness.report.stats import RESAMPLES, Estimate, cell_key, estimate_counts, mean_of
 from harness.report.tables import (
     BASELINE, ReferenceRow, TableSpec, load_reference, method_label, paper_labels, teacher_label,
@@ -63,6 +64,8 @@ class PaperReport:
     resamples: int
     unfinished: tuple[str, ...] = ()
     """One marker per unfinished run read (harness.report.progress), printed in the body of every format."""
+    streams: tuple[StreamStats, ...] = ()
+    """The online methods' accuracy per stream on the layout's tasks, with mean, spread and tail."""
 
 
 def _marks(state: CellProgress, runs: tuple[str, ...]) -> dict:
@@ -257,8 +260,9 @@ def build_report(
                      f"{others}.")
     paired, paired_notes = paired_lines(spec, groups, rowset, seed, resamples, by_cell, progress)
     cost = cost_lines(rowset, groups, spec.tasks)
+    streams = tuple(s for s in stream_stats(rowset) if s.task in spec.tasks)
     return PaperReport(spec, tuple(lines), tuple(paired), tuple(cost), tuple(notes), tuple(paired_notes),
-                       tuple(cost_notes(rowset, spec.tasks)), seed, resamples, progress.markers())
+                       tuple(cost_notes(rowset, spec.tasks)), seed, resamples, progress.markers(), streams)
 
 
 def flatten(lines: Iterable[Line], spec: TableSpec) -> list[dict]:

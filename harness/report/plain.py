@@ -13,16 +13,19 @@ from harness.report.accuracy import COUNTS, GROUP, METRICS, cells
 from harness.report.progress import NO_PROGRESS, CellProgress, Progress
 from harness.report.rowset import RowSet
 from harness.report.stats import RESAMPLES, Estimate, cell_key, estimate_counts, mean_of
+from harness.report.streams import StreamStats, stream_stats
 from harness.report.values import Cell
 
 KINDS = {"accuracy": "top1", "top5_accuracy": "top5"}
 """The statistic's name in a cell's generator key (stats.cell_key), shared with the paper layouts."""
 RECORD_COLUMNS = ["run", "method", "model", "pretrained", "task", "n", "correct", "accuracy", "accuracy_low",
                   "accuracy_high", "top5_n", "top5_correct", "top5_accuracy", "top5_accuracy_low", "top5_accuracy_high",
-                  "mean_per_class_recall", "errors", "finished", "missing", "status"]
+                  "mean_per_class_recall", "errors", "finished", "missing", "status", "streams", "stream_sd",
+                  "stream_min", "stream_tail"]
 """CSV and JSON: `run` is the run ids the cell's rows come from, `;`-joined where runs are pooled (run
 ids are letters, digits, `.`, `_`, `+`, `-`); the bounds are the 95% interval; `finished`, `missing`
-and `status` say whether the cell's runs have all of its task's samples (harness.report.progress)."""
+and `status` say whether the cell's runs have all of its task's samples (harness.report.progress); an online
+method's cell adds its streams, their standard deviation, minimum and tail accuracy (harness.report.streams)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class PlainReport:
     """What was read and how (harness.report.inputs)."""
     seed: int
     resamples: int
+    streams: tuple[StreamStats, ...] = ()
+    """The online methods' accuracy per stream, with mean, spread and tail."""
 
 
 def _estimate(row: object, metric: str, seed: int, resamples: int) -> Estimate | None:
@@ -142,11 +147,13 @@ def build_plain(rows: RowSet | pd.DataFrame, seed: int = 0, resamples: int = RES
             errors = sum(int(r.errors) for r in by_task.values())
             lines.append(PivotLine(label, run, method, model, pretrained, tuple(line_cells), errors))
         pivots.append(Pivot(metric, title, tasks, len(tasks) > 1, has_errors, tuple(lines)))
-    records = tuple(_record(r, estimates, states) for r in long.itertuples())
-    return PlainReport(tuple(pivots), records, progress.markers(), notes, seed, resamples)
+    streams = stream_stats(rows)
+    by_cell = {(s.run, s.method, s.model, s.pretrained, s.task): s for s in streams}
+    records = tuple(_record(r, estimates, states, by_cell) for r in long.itertuples())
+    return PlainReport(tuple(pivots), records, progress.markers(), notes, seed, resamples, tuple(streams))
 
 
-def _record(row: object, estimates: dict, states: dict) -> dict:
+def _record(row: object, estimates: dict, states: dict, streams: dict) -> dict:
     key = (row.run, row.method, row.model, row.pretrained, row.task)  # type: ignore[attr-defined]
     state = states[key]
     out = {c: getattr(row, c) for c in RECORD_COLUMNS if hasattr(row, c)}
@@ -156,4 +163,7 @@ def _record(row: object, estimates: dict, states: dict) -> dict:
         out[f"{metric}_low"] = est.low if est is not None else None
         out[f"{metric}_high"] = est.high if est is not None else None
     out.update(finished=state.finished, missing=state.missing, status=state.status)
+    found = streams.get(key)
+    out.update(streams=found.streams if found else None, stream_sd=found.sd if found else None,
+               stream_min=found.worst if found else None, stream_tail=found.tail if found else None)
     return {c: out[c] for c in RECORD_COLUMNS}

@@ -20,6 +20,9 @@ from harness.report.plain import RECORD_COLUMNS, Pivot, PlainReport, build_plain
 from harness.report.progress import NO_PROGRESS, Progress
 from harness.report.rowset import RowSet
 from harness.report.stats import RESAMPLES
+from harness.report.streams import HEADERS as STREAM_HEADERS
+from harness.report.streams import LEGEND, stream_lines
+from harness.report.streams import TITLE as STREAMS_TITLE
 from harness.text import markdown_cell
 
 Rows = RowSet | pd.DataFrame
@@ -47,6 +50,9 @@ def markdown(report: PlainReport) -> str:
     for pivot in report.pivots:
         body = [[markdown_cell(c) for c in line] for line in _joined(pivot_body(pivot))]
         parts.append(f"{pivot.title}\n\n" + md.table([markdown_cell(h) for h in pivot.headers], body, fixed=1))
+    if report.streams:
+        body = [[markdown_cell(c) for c in line] for line in stream_lines(list(report.streams))]
+        parts.append(f"{STREAMS_TITLE}\n\n" + md.table(list(STREAM_HEADERS), body, fixed=2) + "\n\n" + md.wrap(LEGEND))
     return "\n\n".join(parts)
 
 
@@ -54,6 +60,9 @@ def latex(report: PlainReport) -> str:
     parts = [tex.PREAMBLE]
     for i, pivot in enumerate(report.pivots):
         parts.append(tex.table(pivot.title, pivot.headers, pivot_body(pivot), markers=report.unfinished if i == 0 else ()))
+    if report.streams:
+        body = [[(cell,) for cell in line] for line in stream_lines(list(report.streams))]
+        parts.append(tex.table(STREAMS_TITLE, STREAM_HEADERS, body, notes=(LEGEND,), fixed=2))
     return "\n\n".join(parts)
 
 
@@ -62,6 +71,7 @@ def frame(report: PlainReport) -> pd.DataFrame:
     out = pd.DataFrame.from_records(list(report.records), columns=RECORD_COLUMNS)
     out["missing"] = out["missing"].astype("Int64")
     out["finished"] = out["finished"].astype("boolean")
+    out["streams"] = out["streams"].astype("Int64")
     return out
 
 

@@ -21,6 +21,10 @@ from harness.report.cost import CostLine
 from harness.report.page import paper_page
 from harness.report.latex import latex_escape
 from harness.report.paper import Line, PaperReport, flatten
+from harness.report.streams import HEADERS as STREAM_HEADERS
+from harness.report.streams import LEGEND as STREAMS_LEGEND
+from harness.report.streams import TITLE as STREAMS_TITLE
+from harness.report.streams import stream_lines
 from harness.report.tables import BASELINE, method_label
 from harness.text import markdown_cell
 
@@ -68,7 +72,8 @@ def sections(report: PaperReport, short: bool = False) -> list[Section]:
          headers, _body(report.paired),
          report.paired_notes if report.paired else ("No method besides zero-shot to pair.",)),
         ("Cost per sample", COST_HEADERS, _cost_body(report.cost), report.cost_notes),
-    ]
+    ] + ([(STREAMS_TITLE, STREAM_HEADERS, [[(c,) for c in line] for line in stream_lines(list(report.streams))],
+           (STREAMS_LEGEND,))] if report.streams else [])
 
 
 def _lines(body: list[list[Parts]]) -> list[list[str]]:

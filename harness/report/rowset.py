@@ -22,7 +22,8 @@ from harness.errors import HarnessError
 from harness.store import SCHEMA
 
 VIEW_COLUMNS = ("run_id", "task", "sample_id", "label", "method", "model", "pretrained", "correct", "top5_correct",
-                "error", "seconds", "ttt_steps", "flops", "peak_memory_bytes", "device", "losses")
+                "error", "seconds", "ttt_steps", "flops", "peak_memory_bytes", "device", "losses", "stream", "stream_id",
+                "position")
 """What the `rows` view exposes (plus `run`); a query reads only the ones it names."""
 MEMORY_LIMIT_ENV = "APM_BENCH_REPORT_MEMORY"
 """DuckDB's memory limit for a report (default 2GB); beyond it, aggregation spills to a temp folder."""

@@ -1,0 +1,142 @@
+"""A worker's side of a stream: the online methods' states loaded from the part's checkpoint (or begun),
+the part's samples decoded and embedded by the teacher a batch at a time, each sample stepped through
+every online method in stream order, and the states packed again when the part's time is up. The
+rows and states depend only on the stream, never on where a part ended, so a part cut by time, by a
+lost worker or by a resume leaves the same rows as a stream run whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from harness.device import now
+from harness.engine.evaluation import attempt
+from harness.engine.shards import Shard
+from harness.engine.stream_parts import PartResult, StreamPart
+from harness.methods.base import Outcome
+from harness.methods.online import OnlineMethod, State, StreamSample
+from harness.models.teacher import Teacher
+from harness.row import Row
+from harness.seeding import derive_seed
+from harness.state_files import digest, metadata
+from tasks.base import SampleRef, Task
+
+
+class StreamHost(Protocol):
+    """What a part needs of its worker (harness.engine.worker.ShardWorker)."""
+
+    teacher: Teacher
+    flop_teacher: Teacher | None
+    tasks: dict[str, Task]
+    online: list[OnlineMethod]
+    shard_size: int
+    feature_dir: Path | None
+
+    def feature_index(self, task: Task) -> dict: ...
+
+    def decode(self, shard: Shard): ...
+
+    def embed(self, task: Task, decoded) -> list: ...
+
+    def row(self, task: Task, ref: SampleRef, method: str, out: Outcome, content_hash: str | None) -> Row: ...
+
+
+def pack(states: dict[str, State], fingerprint: str, stream: str, position: int) -> bytes:
+    """Every method's state as one safetensors file (`method/name` -> tensor, on the CPU)."""
+    flat = {f"{method}/{name}": t.detach().to("cpu").contiguous() for method, state in states.items()
+            for name, t in state.items()}
+    tensor_digest = digest(_raw(flat[name]) for name in sorted(flat))
+    return save_tensors(flat, metadata(fingerprint, stream, position, tensor_digest))
+
+
+def _raw(t: torch.Tensor) -> bytes:
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def unpack(data: bytes, methods: Sequence[str], device: torch.device) -> dict[str, State]:
+    states: dict[str, State] = {m: {} for m in methods}
+    for key, tensor in load_tensors(data).items():
+        method, _, name = key.partition("/")
+        states.setdefault(method, {})[name] = tensor.to(device)
+    return states
+
+
+def advance(worker: StreamHost, part: StreamPart, fingerprint: str) -> PartResult:
+    """Run `part` from its checkpoint until its samples or its time run out (at least one batch)."""
+    from harness.store import rows_to_table
+
+    methods, teacher, tasks = worker.online, worker.teacher, worker.tasks
+    if part.state is None:
+        states = {m.name: m.begin(teacher, tasks[part.first_task], part.length) for m in methods}
+    else:
+        states = unpack(part.state, [m.name for m in methods], teacher.device)
+    began, position, rows = time.monotonic(), part.start, []
+    for task_name, refs in _batches(part.items, worker.shard_size):
+        task = tasks[task_name]
+        inputs = _inputs(worker, task, Shard(part.shard_id, task_name, refs))
+        for ref in refs:
+            seed = derive_seed(part.seed, task.name, ref.sample_id)
+            got = inputs[ref.sample_id]
+            for method in methods:
+                if isinstance(got, str):
+                    outcome = Outcome(None, error=got)
+                else:
+                    outcome = _step(method, worker, task, states[method.name],
+                                    StreamSample(ref, position, got[0], seed), got[2], part.length)
+                row = worker.row(task, ref, method.name, outcome, None if isinstance(got, str) else got[1])
+                rows.append(dataclasses.replace(row, seed=seed, stream=part.protocol, stream_id=part.index,
+                                                stream_seed=part.seed, position=position))
+            position += 1
+        if time.monotonic() - began >= part.seconds:
+            break
+    return PartResult(rows_to_table(rows), pack(states, fingerprint, part.stream, position), part.start, position)
+
+
+def _inputs(worker: StreamHost, task: Task, batch: Shard) -> dict[str, tuple[torch.Tensor, str, float] | str]:
+    """Each sample of a stream batch -> (embedding, content hash, teacher seconds), or why it could not
+    be read: from the feature cache's canonical batches when the run has one, else embedded here."""
+    if worker.feature_dir is not None:
+        index = worker.feature_index(task)
+        return {r.sample_id: v if isinstance(v := index[r.sample_id], str) else (*v, 0.0) for r in batch.refs}
+    decoded = worker.decode(batch)
+    out: dict[str, tuple[torch.Tensor, str, float] | str] = dict(decoded.failed)
+    out.update({s.ref.sample_id: (s.teacher_embedding, s.content_hash, s.teacher_seconds)
+                for s in worker.embed(task, decoded)})
+    return out
+
+
+def _step(method: OnlineMethod, worker: StreamHost, task: Task, state: State, sample: StreamSample,
+          teacher_seconds: float, length: int) -> Outcome:
+    """One sample through one method, timed on the device; a failure is that row's error (the state
+    keeps whatever the step did before failing: a resume repeats the same step and the same failure)."""
+    teacher = worker.teacher
+    start = now(teacher.device)
+    got = attempt(lambda: method.step(teacher, task, state, sample))
+    seconds = now(teacher.device) - start
+    if isinstance(got, str):
+        return Outcome(None, error=got)
+    flops = attempt(lambda: method.flops(worker.flop_teacher or teacher, task, length))
+    return dataclasses.replace(got, seconds=teacher_seconds + seconds, flops=flops if isinstance(flops, int) else None)
+
+
+def _batches(items: Sequence[tuple[str, SampleRef]], size: int) -> Iterator[tuple[str, tuple[SampleRef, ...]]]:
+    """Consecutive samples of one task, at most `size` at a time (a continual stream's batches never
+    straddle two tasks)."""
+    batch: list[SampleRef] = []
+    current = ""
+    for task_name, ref in items:
+        if batch and (task_name != current or len(batch) == size):
+            yield current, tuple(batch)
+            batch = []
+        current = task_name
+        batch.append(ref)
+    if batch:
+        yield current, tuple(batch)
+
