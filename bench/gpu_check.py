@@ -108,7 +108,7 @@ def _small(device: str) -> dict:
     """Method sizes: the authors' on a GPU, small enough for a CPU to run every method in seconds."""
     if device == "cuda":
         return {}
-    return {"views": 8, "image_size": 64, "patch_size": 8, "hidden": (64, 32), "steps": 2}
+    return {"views": 10, "image_size": 64, "patch_size": 8, "hidden": (64, 32), "steps": 2}
 
 
 def check_environment(device: str, model: str | None) -> tuple[str, str, dict]:
@@ -126,9 +126,9 @@ def check_rows(device: str, model: str) -> tuple[str, str, dict]:
     runs = {}
     for label, threads in (("1 thread", 1), ("4 threads", 4), ("again, 1 thread", 1)):
         start = time.perf_counter()
-        rows = _worker(config, tasks, device, threads).rows(shard)
-        runs[label] = ([{k: v for k, v in dataclasses.asdict(r).items() if k not in IGNORED} for r in rows],
-                       time.perf_counter() - start)
+        worker = _worker(config, tasks, device, threads)
+        rows = [dataclasses.asdict(r) for r in worker.rows(shard)] + _stream_rows(worker, config, tasks, shard)
+        runs[label] = ([{k: v for k, v in r.items() if k not in IGNORED} for r in rows], time.perf_counter() - start)
     first, _ = runs["1 thread"]
     errors = [f"{r['method']}: {r['error']}" for r in first if r["error"]]
     unequal = [label for label, (rows, _) in runs.items() if rows != first]
@@ -137,6 +137,17 @@ def check_rows(device: str, model: str) -> tuple[str, str, dict]:
     detail = f"{len(first)} rows of {len(_all_methods())} methods" + (f"; differ: {unequal}" if unequal else "") + (
         f"; errors: {errors[:3]}" if errors else "")
     return ("pass" if ok else "fail"), detail, numbers
+
+
+def _stream_rows(worker, config, tasks: dict, shard) -> list[dict]:
+    """The online methods' rows: one stream of the shard's samples, in one part, on the worker's device."""
+    if not config.online:
+        return []
+    from harness.engine.stream_parts import Stream, part
+
+    [task] = tasks.values()
+    stream = Stream("gpu-check", 0, 0, tuple((task.name, ref) for ref in shard.refs))
+    return worker.process(part(config, stream, 0, None, 1e9)).table.to_pylist()
 
 
 def check_flops(device: str, model: str) -> tuple[str, str, dict]:
@@ -149,8 +160,9 @@ def check_flops(device: str, model: str) -> tuple[str, str, dict]:
     meta = meta_teacher(config.teacher, teacher.source)
     counted = {}
     for name in config.methods:
-        on_device = METHODS.get(name)(config.settings_of(name)).flops(teacher, task)
-        on_meta = METHODS.get(name)(config.settings_of(name)).flops(meta, task)
+        length = (len(task.samples()),) if name in config.online else ()  # an online method's cost over its stream
+        on_device = METHODS.get(name)(config.settings_of(name)).flops(teacher, task, *length)
+        on_meta = METHODS.get(name)(config.settings_of(name)).flops(meta, task, *length)
         counted[name] = [on_device, on_meta]
     differ = [n for n, (a, b) in counted.items() if a != b]
     return ("fail" if differ else "pass"), f"differ: {differ}" if differ else "every method equal", counted

@@ -41,7 +41,7 @@ def test_with_a_data_root_each_member_says_what_it_found(ls, tmp_path):
 def test_an_unknown_method_named_to_ls_is_not_called_a_flag():
     done = CliRunner().invoke(cli.app, ["ls", "methods", "tpd"])
     assert done.exit_code != 0
-    assert str(done.exception).startswith("unknown method 'tpd'; did you mean 'tpt'? (known: apm, c-tpt,")
+    assert str(done.exception).startswith("unknown method 'tpd'; did you mean 'tpt'? (known: apm, boostadapter, c-tpt,")
     assert "--method" not in str(done.exception)
 
 

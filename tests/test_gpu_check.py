@@ -25,7 +25,7 @@ def test_the_checks_run_on_the_cpu_and_write_their_summary(tmp_path):
     status = {c["check"]: c["status"] for c in summary["checks"]}
     assert status == {"environment": "pass", "rows-apm-tiny": "pass", "device-assert": "skipped"}
     rows = next(c for c in summary["checks"] if c["check"] == "rows-apm-tiny")
-    assert rows["numbers"]["rows"] == 4 * 11 and summary["failed"] == []
+    assert rows["numbers"]["rows"] == 4 * 19 and summary["failed"] == []  # 11 episodic methods and 8 online
     assert "all checks passed" in done.stdout
 
 

@@ -14,9 +14,15 @@ from harness.config import ExecConfig, RunConfig
 from harness.engine.runner import run
 from harness.engine.stream_parts import state_path
 from harness.errors import HarnessError
+from harness.settings import settings_class
 from tests.test_reliability import EXE, _env, _start, _wait_for_shards, _worker_pids, undisturbed
 
-CONFIG = RunConfig(tasks=("synthetic:2",), methods=("zeroshot", "tda"), shard_size=4, stream="dirichlet:0.1", streams=2)
+ONLINE = ("tda", "dmn-weak", "onzeta", "ecalp", "dmn", "boostadapter", "dpe", "dynaprompt")
+"""TTA-VLM's eight online methods (DMN in both forms)."""
+VIEWED = ("dmn", "boostadapter", "dpe", "dynaprompt")
+"""Online methods that take TPT's views of each image: 10 here (one confident view), so a CPU runs them in seconds."""
+CONFIG = RunConfig(tasks=("synthetic:2",), methods=("zeroshot", *ONLINE), shard_size=4, stream="dirichlet:0.1", streams=2,
+                   settings=tuple((m, settings_class(m)(views=10)) for m in VIEWED))
 COLUMNS = ["stream_id", "position", "task", "sample_id", "method", "prediction", "top5", "confidence",
            "prediction_before", "seed", "stream", "stream_seed", "error"]
 
@@ -38,8 +44,8 @@ def test_rows_depend_on_the_stream_only(tmp_path, ray_local):
     parts = _run(tmp_path, "parts")
     whole = _run(tmp_path, "whole", workers=1, seconds=3600)
     a, b = _online(parts.run_dir), _online(whole.run_dir)
-    assert len(a) == 2 * 24 and set(a["stream"]) == {"dirichlet:0.1"}
-    assert [list(g["position"]) for _, g in a.groupby("stream_id")] == [list(range(24))] * 2
+    assert len(a) == 2 * 24 * len(ONLINE) and set(a["stream"]) == {"dirichlet:0.1"} and set(a["method"]) == set(ONLINE)
+    assert [sorted(set(g["position"])) for _, g in a.groupby("stream_id")] == [list(range(24))] * 2
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert (a.groupby("stream_id")["sample_id"].agg(list).iloc[0] != a.groupby("stream_id")["sample_id"].agg(list).iloc[1])
     zeroshot = resultfiles.read_rows([parts.run_dir]).query("method == 'zeroshot'")
@@ -56,7 +62,7 @@ def test_a_damaged_checkpoint_sends_its_stream_back_to_the_start(tmp_path, ray_l
     # make it look interrupted after 8 samples: the rows beyond go, and the state after 8 is damaged
     segment = next((run_dir / "segments").glob("stream*.parquet"))
     rows = resultfiles.read_rows([run_dir]).query("stream_id == 0")
-    assert len(rows) == 24
+    assert len(rows) == 24 * len(ONLINE)
     key = segment.name.split(".")[0]
     table = resultfiles.pa.Table.from_pandas(rows[rows["position"] < 8].reset_index(drop=True), schema=resultfiles.SCHEMA,
                                              preserve_index=False)
@@ -65,7 +71,7 @@ def test_a_damaged_checkpoint_sends_its_stream_back_to_the_start(tmp_path, ray_l
     state_path(run_dir, key, 8).parent.mkdir(exist_ok=True)
     state_path(run_dir, key, 8).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
     again = _run(tmp_path, "cut", config)
-    assert again.rows_written == 24
+    assert again.rows_written == 24 * len(ONLINE)
     assert len(list((run_dir / "quarantine").iterdir())) == 1
     pd.testing.assert_frame_equal(_online(run_dir), reference.query("stream_id == 0").reset_index(drop=True),
                                   check_exact=True)
@@ -83,8 +89,8 @@ def test_continual_streams_need_tasks_with_the_same_classes(tmp_path):
         _run(tmp_path, "never", config)
 
 
-SLOW = ["--task", "synthetic:20", "--method", "tda", "--shard-size", "1", "--checkpoint-seconds", "0", "--streams", "2",
-        "--stream", "class-sequential", "--workers", "2", "--no-progress"]
+SLOW = ["--task", "synthetic:8", "--method", ",".join(ONLINE), "--shard-size", "1", "--checkpoint-seconds", "0", "--streams", "2",
+        "--stream", "class-sequential", "--workers", "2", "--no-progress", *(f"--set={m}.views=10" for m in VIEWED)]
 
 
 @pytest.fixture(scope="module")

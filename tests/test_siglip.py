@@ -55,7 +55,7 @@ def test_every_method_runs_on_a_siglip_teacher(siglip_dir):
     for name in methods:  # few views, so that a CPU runs them in seconds
         kind = METHODS.get(name).settings_class()
         if kind is not None and "views" in {f.name for f in dataclasses.fields(kind)}:
-            small[name] = kind(views=8)
+            small[name] = kind(views=10)
     small["rlcf"] = dataclasses.replace(small["rlcf"], reward_model="teacher")
     small["apm"] = ApmConfig(image_size=32, patch_size=8, hidden=(32,), steps=2, lr=1e-3)
     config = RunConfig(tasks=(TASK.name,), methods=methods, teacher=TeacherConfig(pretrained=str(siglip_dir)),

@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
@@ -20,8 +22,9 @@ from harness.device import now
 from harness.engine.evaluation import attempt
 from harness.engine.shards import Shard
 from harness.engine.stream_parts import PartResult, StreamPart
-from harness.methods.base import Outcome
+from harness.methods.base import Outcome, SampleInput
 from harness.methods.online import OnlineMethod, State, StreamSample
+from harness.methods.view_feed import ViewFeed, ViewSpec, lookahead
 from harness.models.teacher import Teacher
 from harness.row import Row
 from harness.seeding import derive_seed
@@ -38,8 +41,12 @@ class StreamHost(Protocol):
     online: list[OnlineMethod]
     shard_size: int
     feature_dir: Path | None
+    data_pool: Executor
+    data_threads: int
 
     def feature_index(self, task: Task) -> dict: ...
+
+    def seed(self, task: Task, ref: SampleRef) -> int: ...
 
     def decode(self, shard: Shard): ...
 
@@ -80,7 +87,9 @@ def advance(worker: StreamHost, part: StreamPart, fingerprint: str) -> PartResul
     began, position, rows = time.monotonic(), part.start, []
     for task_name, refs in _batches(part.items, worker.shard_size):
         task = tasks[task_name]
-        inputs = _inputs(worker, task, Shard(part.shard_id, task_name, refs))
+        specs = {m.name: spec for m in methods if (spec := _view_spec(m, teacher, task)) is not None}
+        inputs = _inputs(worker, task, Shard(part.shard_id, task_name, refs), pixels=bool(specs))
+        views = _ViewFeatures(worker, [i for i in inputs.values() if not isinstance(i, str)], specs)
         for ref in refs:
             seed = derive_seed(part.seed, task.name, ref.sample_id)
             got = inputs[ref.sample_id]
@@ -88,9 +97,11 @@ def advance(worker: StreamHost, part: StreamPart, fingerprint: str) -> PartResul
                 if isinstance(got, str):
                     outcome = Outcome(None, error=got)
                 else:
+                    feats, seconds = views.of(got, specs.get(method.name))
                     outcome = _step(method, worker, task, states[method.name],
-                                    StreamSample(ref, position, got[0], seed), got[2], part.length)
-                row = worker.row(task, ref, method.name, outcome, None if isinstance(got, str) else got[1])
+                                    StreamSample(ref, position, got.teacher_embedding, seed, feats),
+                                    got.teacher_seconds + seconds, part.length)
+                row = worker.row(task, ref, method.name, outcome, None if isinstance(got, str) else got.content_hash)
                 rows.append(dataclasses.replace(row, seed=seed, stream=part.protocol, stream_id=part.index,
                                                 stream_seed=part.seed, position=position))
             position += 1
@@ -99,16 +110,57 @@ def advance(worker: StreamHost, part: StreamPart, fingerprint: str) -> PartResul
     return PartResult(rows_to_table(rows), pack(states, fingerprint, part.stream, position), part.start, position)
 
 
-def _inputs(worker: StreamHost, task: Task, batch: Shard) -> dict[str, tuple[torch.Tensor, str, float] | str]:
-    """Each sample of a stream batch -> (embedding, content hash, teacher seconds), or why it could not
-    be read: from the feature cache's canonical batches when the run has one, else embedded here."""
-    if worker.feature_dir is not None:
-        index = worker.feature_index(task)
-        return {r.sample_id: v if isinstance(v := index[r.sample_id], str) else (*v, 0.0) for r in batch.refs}
-    decoded = worker.decode(batch)
-    out: dict[str, tuple[torch.Tensor, str, float] | str] = dict(decoded.failed)
-    out.update({s.ref.sample_id: (s.teacher_embedding, s.content_hash, s.teacher_seconds)
-                for s in worker.embed(task, decoded)})
+def _view_spec(method: OnlineMethod, teacher: Teacher, task: Task) -> ViewSpec | None:
+    """The views an online method takes of each image (None: the teacher's own embedding only)."""
+    spec = getattr(method, "view_spec", None)
+    return spec(teacher, task) if spec is not None else None
+
+
+class _ViewFeatures:
+    """Each sample's views, made ahead on the data threads (made from the sample's run-level seed, so
+    they are the views every view method of the run sees, in every stream) and encoded once per spec
+    for all the online methods that ask for them; each method is charged the encoding's seconds."""
+
+    def __init__(self, worker: StreamHost, inputs: list[SampleInput], specs: dict[str, ViewSpec]) -> None:
+        self.worker = worker
+        self.index = {s.ref.sample_id: i for i, s in enumerate(inputs)}
+        unique = list(dict.fromkeys(specs.values()))
+        self.feed = ViewFeed(inputs, unique, worker.data_pool,
+                             lookahead(worker.data_threads, sum(s.nbytes for s in unique))) if unique else None
+        self.encoded: dict[tuple[str, ViewSpec], tuple[torch.Tensor, float]] = {}
+
+    def of(self, sample: SampleInput, spec: ViewSpec | None) -> tuple[torch.Tensor | None, float]:
+        """(views, D) normalised, view 0 the teacher's own, and the seconds they took; (None, 0) without a spec."""
+        if spec is None or self.feed is None:
+            return None, 0.0
+        key = (sample.ref.sample_id, spec)
+        if key not in self.encoded:
+            teacher = self.worker.teacher
+            start = now(teacher.device)
+            with torch.no_grad():
+                pixels = self.feed.views(self.index[sample.ref.sample_id], spec)
+                embedded = torch.cat([sample.teacher_embedding[None].float(), teacher.encode_images(pixels)])
+            self.encoded = {k: v for k, v in self.encoded.items() if k[0] == sample.ref.sample_id}  # one sample held
+            self.encoded[key] = (F.normalize(embedded, dim=-1), now(teacher.device) - start)
+        return self.encoded[key]
+
+
+def _inputs(worker: StreamHost, task: Task, batch: Shard, pixels: bool) -> dict[str, SampleInput | str]:
+    """Each sample of a stream batch, or why it could not be read: the embedding from the feature
+    cache's canonical batches when the run has one (decoded too where a method takes views), else
+    decoded and embedded here. Their seeds are the run's per-sample seeds (the views' source)."""
+    if worker.feature_dir is None:
+        decoded = worker.decode(batch)
+        out: dict[str, SampleInput | str] = dict(decoded.failed)
+        out.update({s.ref.sample_id: s for s in worker.embed(task, decoded)})
+        return out
+    index = worker.feature_index(task)
+    images = {ref.sample_id: img.image for ref, img in worker.decode(batch).loaded} if pixels else {}
+    out = {}
+    for ref in batch.refs:
+        got = index[ref.sample_id]
+        out[ref.sample_id] = got if isinstance(got, str) else SampleInput(
+            ref, images.get(ref.sample_id), got[1], worker.seed(task, ref), got[0], 0.0)  # type: ignore[arg-type]
     return out
 
 

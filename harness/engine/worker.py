@@ -89,6 +89,7 @@ class ShardWorker:
         self.data_threads = max(1, data_threads)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._decoders = ThreadPoolExecutor(max_workers=self.data_threads, thread_name_prefix="decode")
+        self.data_pool = self._decoders
         for method in [*self.methods, *self.online]:  # methods with a data side of their own (views, transforms) share the threads
             if hasattr(method, "data_pool"):
                 method.data_pool = self._decoders

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.methods.base import Outcome
+from harness.methods.episodic import normalisation
+from harness.methods.view_feed import ViewSpec
 from harness.models.teacher import Teacher
 from tasks.base import SampleRef, Task
 from tasks.templates import SINGLE, TemplateSet
@@ -34,6 +36,10 @@ class StreamSample:
     """(D,) the teacher's projected, unnormalised image embedding, on the teacher's device."""
     seed: int
     """derive_seed(stream seed, task, sample id): the only randomness a method may use for this sample."""
+    views: torch.Tensor | None = None
+    """(views, D) normalised embeddings of the sample's views, view 0 the teacher's own, for a method
+    with a `view_spec` (TPT's views, made from the run's per-sample seed: the views every view method of
+    the run sees, the same in every stream); None for a method without one."""
 
 
 class OnlineMethod(Protocol):
@@ -100,3 +106,12 @@ class OnlineBase:
         templates = self.templates(task)
         return Outcome(int(top[0]), tuple(top), confidence=float(probs[top[0]]), prediction_before=before,
                        n_templates=len(templates), template_set=templates.name, **extra)  # type: ignore[arg-type]
+
+
+def tpt_views(teacher: Teacher, views: int, augmix: bool, min_scale: float) -> ViewSpec | None:
+    """The spec of TPT's views of every image for an online method (episodic.ViewMethod's recipe:
+    views - 1 augmented ones beside the teacher's own), or None for one view (the embedding alone)."""
+    if views == 1:
+        return None
+    mean, std = normalisation(teacher.preprocess)
+    return ViewSpec(views - 1, teacher.input_size, mean, std, augmix, min_scale)

@@ -217,3 +217,111 @@ class EcalpConfig:
         if not 0 <= self.alpha <= 1:
             raise HarnessError(f"alpha must lie in [0, 1], not {self.alpha:g}")
         _one_of("templates", self.templates, PROXY_TEMPLATES)
+
+# --- DMN with views (dmn) ---
+from harness.methods.configs import ViewsConfig  # noqa: E402  (TPT's views settings and checks)
+
+VIEW_AVERAGES = ("probs", "logits")
+"""What DMN averages over its confident views: the authors' probabilities or TTA-VLM's logits."""
+
+
+@dataclass(frozen=True)
+class DmnViewsConfig(ViewsConfig, DmnConfig):
+    """DMN-ZS (Zhang et al., CVPR 2024) as the authors (YBZh/DMN, dmn_main.py) run it, with TPT's
+    views: the pseudo-label and the entropy that ranks memory entries come from the int(views * top)
+    lowest-entropy views of each image; the feature written, the memory's query and the text term are
+    the centre view's, as in `dmn-weak`. TTA-VLM's `dmn`: views 64, min_scale 0.08, average logits,
+    replace always (top 0.1 keeps 6 of its 64)."""
+
+    views: int = 32
+    """The centre view plus views - 1 augmented ones (`-b 32` in the authors' scripts/run.sh; TTA-VLM's
+    `aug_bs = 64`)."""
+    augmix: str = "auto"
+    """AugMix on the augmented views: `auto`, the authors' loader (on the fine-grained sets, their
+    multi-letter set ids; not on the ImageNet family; TTA-VLM the same), on, off."""
+    min_scale: float = 0.5
+    """Smallest area fraction of the random resized crops (`scale=(0.5, 1)` in the authors'
+    data/datautils.py; TTA-VLM and TPT: torchvision's 0.08)."""
+    top: float = 0.1
+    """Fraction of views whose text predictions give the pseudo-label: the int(views * top) (at least
+    one) lowest-entropy ones, the centre view among the candidates (`--selection_p 0.1`, both: 3 of 32,
+    6 of 64)."""
+    average: str = "probs"
+    """`probs`: the selected views' probabilities are averaged, views ranked by -sum p log(p + 1e-6)
+    (the authors); `logits`: their logits are averaged and then soft-maxed, views ranked by their exact
+    entropy (TTA-VLM's dmn). Either way the pseudo-label is the average's argmax and the memory ranks
+    it by -sum q log(q + 1e-8) of the averaged probabilities q (TTA-VLM's eps there is 1e-5)."""
+
+    def __post_init__(self) -> None:
+        ViewsConfig.__post_init__(self)
+        DmnConfig.__post_init__(self)
+        if not 0 < self.top <= 1:
+            raise HarnessError(f"top must lie in (0, 1], not {self.top:g}")
+        _one_of("average", self.average, VIEW_AVERAGES)
+
+
+# --- BoostAdapter ---
+from harness.methods.configs import AUGMIX_CHOICES, MAX_VIEWS  # noqa: E402  (this section's view checks)
+
+BOOST_PROTOCOLS = ("authors", "tta-vlm")
+"""Where BoostAdapter's unset view settings come from (BoostAdapterConfig.protocol)."""
+HISTORICAL_CHOICES = ("view0", "mean")
+"""BoostAdapter's historical sample: the centre crop, or the mean of the top views."""
+
+
+@dataclass(frozen=True)
+class BoostAdapterConfig(TdaConfig):
+    """BoostAdapter (Zhang et al., NeurIPS 2024), as taolinzhang/BoostAdapter's runner.py runs it
+    (`--mode boostadapter`): TDA's two caches (the settings above, the same defaults: their configs
+    are TDA's) with the negative cache first-in-first-out (their update_cache's default; TDA keeps the
+    lowest entropies), plus, per image, a throw-away copy of the positive cache boosted with the
+    image's own lowest-entropy views. Takes TPT-style views of every image (crops and flips)."""
+
+    views: int = 64
+    """The centre crop plus views - 1 random resized crops with a flip (`--views 64`, the authors'
+    default and run.sh's). 1: no views, no boosting (TDA with a FIFO negative cache)."""
+    top: float = 0.1
+    """The int(views * top) lowest-entropy views (6 of 64; view 0 among the candidates) are the
+    boosting samples and, on ImageNet-A, -V2, -R and -Sketch, the historical sample's (0.1,
+    hard-coded in both places of their code)."""
+    delta: int | None = None
+    """Extra entries per class in the boosted copy (capacity pos_capacity + delta). Unset: the authors'
+    configs/*.yaml by family (-A 3, -V2 1, -R 3, -Sketch 1, Caltech 2, DTD 0, EuroSAT 0, Aircraft 2,
+    Food 3, Flowers 0, Pets 0, Cars 3, SUN 1, UCF 0); ImageNet none under protocol = authors (their
+    ImageNet loader gives one view: no views, no boosting), 1 under tta-vlm; 1 on ImageNet-C and on
+    any other task (TTA-VLM's ImageNet value: neither has a config for them). Set: on every task."""
+    historical: str | None = None
+    """What the persistent caches take and what queries the caches: `view0`, the centre crop, or
+    `mean`, the top views' unnormalised mean feature with their mean logits, mean probabilities and
+    the entropy of that mean (view 0 alone when a sample has one view). Unset: the authors' (`mean` on
+    -A, -V2, -R, -Sketch; `view0` elsewhere), `view0` everywhere under protocol = tta-vlm."""
+    augmix: str | None = None
+    """AugMix on the views: on, off, or auto (the fine-grained sets). Unset: off, the authors' (no
+    AugMix on any set), or auto under protocol = tta-vlm (its TPT loader's rule)."""
+    min_scale: float = 0.08
+    """Smallest area fraction of the crops (the authors' RandomResizedCrop, scale (0.08, 1))."""
+    protocol: str = "authors"
+    """Where the unset delta, historical and augmix come from: `authors`, or `tta-vlm`
+    (TomSheng21/tta-vlm's online_method/boostadapter.py: view 0 as the historical sample on every
+    set, 64 views and delta 1 on ImageNet, AugMix on the fine-grained sets)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least("views", self.views, 1)
+        _at_most("views", self.views, MAX_VIEWS, f"a sample's views are made and encoded at once: {self.views} "
+                 "of a 224 px teacher are that many image forwards per sample")
+        if not 0 < self.top <= 1:
+            raise HarnessError(f"top must lie in (0, 1], not {self.top:g}")
+        if self.views > 1 and int(self.views * self.top) < 1:
+            raise HarnessError(f"top = {self.top:g} of {self.views} views keeps none (int(views * top) = 0)")
+        if self.delta is not None:
+            _at_least("delta", self.delta, 0)
+            _at_most("delta", self.delta, MAX_CACHE_SHOTS, "the boosted copy holds pos_capacity + delta entries "
+                     "per class, and at most int(views * top) of them are new")
+        if self.historical is not None:
+            _one_of("historical", self.historical, HISTORICAL_CHOICES)
+        if self.augmix is not None:
+            _one_of("augmix", self.augmix, AUGMIX_CHOICES)
+        if not 0 < self.min_scale <= 1:
+            raise HarnessError(f"min_scale must lie in (0, 1], not {self.min_scale:g}")
+        _one_of("protocol", self.protocol, BOOST_PROTOCOLS)

@@ -72,12 +72,28 @@ METHODS.add("rlcf", MethodEntry("harness.methods.rlcf:rlcf",
 _ONLINE = "harness.methods.online_configs"
 METHODS.add("tda", MethodEntry("harness.methods.tda:tda", "online: positive and negative caches of confident test features",
                                f"{_ONLINE}:TdaConfig", "Karmanov et al., CVPR 2024; kdiAAA/TDA", episodic=False))
+METHODS.add("boostadapter", MethodEntry("harness.methods.boostadapter:boostadapter",
+                                        "online: TDA's caches, the positive one boosted per image by its confident views",
+                                        f"{_ONLINE}:BoostAdapterConfig", "Zhang et al., NeurIPS 2024; taolinzhang/BoostAdapter",
+                                        episodic=False))
 METHODS.add("dmn-weak", MethodEntry("harness.methods.dmn:dmn_weak",
                                     "online: a per-class memory of test features read by attention (one view)",
                                     f"{_ONLINE}:DmnConfig", "Zhang et al., CVPR 2024; YBZh/DMN (TTA-VLM's dmn_weak)",
                                     episodic=False))
+METHODS.add("dmn", MethodEntry("harness.methods.dmn_views:dmn",
+                               "online: DMN's memory with pseudo-labels from the confident views (32 views)",
+                               f"{_ONLINE}:DmnViewsConfig", "Zhang et al., CVPR 2024; YBZh/DMN (scripts/run.sh, -b 32)",
+                               episodic=False))
 METHODS.add("onzeta", MethodEntry("harness.methods.onzeta:onzeta",
                                   "online: label proportions and a vision proxy learnt along the stream",
                                   f"{_ONLINE}:OnzetaConfig", "Qian & Hu, ECCV 2024; idstcv/OnZeta", episodic=False))
 METHODS.add("ecalp", MethodEntry("harness.methods.ecalp:ecalp", "online: label propagation over a graph of the stream",
                                  f"{_ONLINE}:EcalpConfig", "Li et al., ICLR 2025; Yushu-Li/ECALP", episodic=False))
+METHODS.add("dpe", MethodEntry("harness.methods.dpe:dpe",
+                               "online: evolving text and image prototypes, residuals tuned by one AdamW step",
+                               "harness.methods.learning_configs:DpeConfig", "Zhang et al., NeurIPS 2024; zhangce01/DPE-CLIP",
+                               episodic=False))
+METHODS.add("dynaprompt", MethodEntry("harness.methods.dynaprompt:dynaprompt",
+                                      "online: a buffer of tuned prompts, the relevant ones selected, tuned and kept",
+                                      "harness.methods.learning_configs:DynaPromptConfig",
+                                      "Xiao et al., ICLR 2025; zzzx1224/DynaPrompt", episodic=False))

@@ -148,12 +148,16 @@ class TdaMethod(OnlineBase):
 
     def adapted(self, state: State, f: torch.Tensor, z0: torch.Tensor, task: Task) -> torch.Tensor:
         """(C,) the final logits from the caches as they stand: z0 + positive term - negative term."""
-        cfg = self.config
         alpha, beta = self.positive(task)
         pos = alpha * cache_weights(state["pos_keys"], state["pos_count"], f, beta).sum(-1)
+        return z0 + pos - self.negative(state, f)
+
+    def negative(self, state: State, f: torch.Tensor) -> torch.Tensor:
+        """(C,) the negative term, to subtract: alpha_n * sum exp(-beta_n (1 - f.k)) mask(k)."""
+        cfg = self.config
+        classes = state["neg_mask"].shape[-1]
         neg_w = cache_weights(state["neg_keys"], state["neg_count"], f, cfg.neg_beta).reshape(1, -1)
-        neg = cfg.neg_alpha * (neg_w @ state["neg_mask"].reshape(-1, z0.shape[-1]).float())[0]
-        return z0 + pos - neg
+        return cfg.neg_alpha * (neg_w @ state["neg_mask"].reshape(-1, classes).float())[0]
 
     def update(self, state: State, f: torch.Tensor, z0: torch.Tensor) -> int:
         """Admit the sample to both caches under its zero-shot pseudo-label; returns that label."""
