@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
 import struct
 from collections.abc import Iterable
+from pathlib import Path
 
 DIGEST = "apm_bench.sha256"
 FINGERPRINT = "apm_bench.fingerprint"
@@ -26,13 +29,36 @@ def digest(chunks: Iterable[bytes]) -> str:
     return h.hexdigest()
 
 
-def metadata(fingerprint: str, stream: str, position: int, tensor_digest: str) -> dict[str, str]:
-    return {FINGERPRINT: fingerprint, STREAM: stream, POSITION: str(position), DIGEST: tensor_digest}
+def metadata(fingerprint: str, stream: str, position: int) -> dict[str, str]:
+    """What a checkpoint says it is (the engine adds the tensors' sha256 when it saves them)."""
+    return {FINGERPRINT: fingerprint, STREAM: stream, POSITION: str(position)}
 
 
 def check_state(data: bytes, fingerprint: str, stream: str, position: int) -> str | None:
     """Why `data` is not this stream's state after `position` samples, in a few words; None if it is."""
-    return check_tensors(data, {FINGERPRINT: fingerprint, STREAM: stream, POSITION: str(position)})
+    return check_tensors(data, metadata(fingerprint, stream, position))
+
+
+def header_metadata(data: bytes) -> dict[str, str]:
+    """The string metadata of a safetensors file's header (a file check_tensors accepted)."""
+    (size,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + size]).get("__metadata__", {}) or {}
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> None:
+    """Written beside `final` under a temporary name (O_EXCL: never another's file), flushed to disk
+    and renamed into place: a reader sees the whole file or none; two writers of the same bytes race
+    harmlessly. Mode 0o666 less the umask."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.stem}.{secrets.token_hex(8)}.tmp"
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_tensors(data: bytes, expected: dict[str, str]) -> str | None:

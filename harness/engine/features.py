@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
 from harness.config import RunConfig
 from harness.engine.shards import Shard, task_key
-from harness.state_files import DIGEST, check_tensors, digest
+from harness.engine.stepping import save_signed
+from harness.state_files import check_tensors, header_metadata, write_bytes_atomic
 from tasks.base import Task
 
 KEY = "apm_bench.feature_key"
@@ -70,30 +68,14 @@ def read_features(root: Path, config: RunConfig, task: Task, shard: Shard, devic
         return None
     if check_tensors(data, {KEY: key}) is not None:
         return None
-    meta = json.loads(_metadata(data)[SAMPLES])
+    meta = json.loads(header_metadata(data)[SAMPLES])
     embeddings = load_tensors(data)["embeddings"].to(device)
     return Features(tuple(meta["ids"]), tuple(meta["hashes"]), embeddings, dict(meta["failed"]))
-
-
-def _metadata(data: bytes) -> dict[str, str]:
-    size = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + size]).get("__metadata__", {})
 
 
 def write_features(root: Path, config: RunConfig, task: Task, shard: Shard, features: Features) -> None:
     """Atomic: written under a temporary name and renamed; two workers making the same shard write the
     same bytes, and either rename wins."""
     key = feature_key(config, task, shard.shard_id)
-    path = feature_path(root, task, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {"embeddings": features.embeddings.detach().float().cpu().contiguous()}
-    raw = tensors["embeddings"].reshape(-1).view(torch.uint8).numpy().tobytes()
-    meta = {KEY: key, DIGEST: digest([raw]),
-            SAMPLES: json.dumps({"ids": features.ids, "hashes": features.hashes, "failed": features.failed})}
-    tmp = path.parent / f".{path.stem}.{secrets.token_hex(8)}.tmp"
-    try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            f.write(save_tensors(tensors, meta))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    meta = {KEY: key, SAMPLES: json.dumps({"ids": features.ids, "hashes": features.hashes, "failed": features.failed})}
+    write_bytes_atomic(feature_path(root, task, key), save_signed({"embeddings": features.embeddings.float()}, meta))

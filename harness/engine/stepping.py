@@ -28,7 +28,7 @@ from harness.methods.view_feed import ViewFeed, ViewSpec, lookahead
 from harness.models.teacher import Teacher
 from harness.row import Row
 from harness.seeding import derive_seed
-from harness.state_files import digest, metadata
+from harness.state_files import DIGEST, digest, metadata
 from tasks.base import SampleRef, Task
 
 
@@ -55,16 +55,19 @@ class StreamHost(Protocol):
     def row(self, task: Task, ref: SampleRef, method: str, out: Outcome, content_hash: str | None) -> Row: ...
 
 
+def save_signed(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
+    """safetensors bytes of `tensors` (moved to the CPU) whose metadata, beside `meta`, holds the
+    sha256 over their bytes in name order that state_files.check_tensors verifies."""
+    flat = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    raw = (flat[name].reshape(-1).view(torch.uint8).numpy().tobytes() if flat[name].numel() else b""
+           for name in sorted(flat))
+    return save_tensors(flat, {**meta, DIGEST: digest(raw)})
+
+
 def pack(states: dict[str, State], fingerprint: str, stream: str, position: int) -> bytes:
     """Every method's state as one safetensors file (`method/name` -> tensor, on the CPU)."""
-    flat = {f"{method}/{name}": t.detach().to("cpu").contiguous() for method, state in states.items()
-            for name, t in state.items()}
-    tensor_digest = digest(_raw(flat[name]) for name in sorted(flat))
-    return save_tensors(flat, metadata(fingerprint, stream, position, tensor_digest))
-
-
-def _raw(t: torch.Tensor) -> bytes:
-    return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    flat = {f"{method}/{name}": t for method, state in states.items() for name, t in state.items()}
+    return save_signed(flat, metadata(fingerprint, stream, position))
 
 
 def unpack(data: bytes, methods: Sequence[str], device: torch.device) -> dict[str, State]:
@@ -84,7 +87,7 @@ def advance(worker: StreamHost, part: StreamPart, fingerprint: str) -> PartResul
         states = {m.name: m.begin(teacher, tasks[part.first_task], part.length) for m in methods}
     else:
         states = unpack(part.state, [m.name for m in methods], teacher.device)
-    began, position, rows = time.monotonic(), part.start, []
+    began, position, rows, flops = time.monotonic(), part.start, [], {}
     for task_name, refs in _batches(part.items, worker.shard_size):
         task = tasks[task_name]
         specs = {m.name: spec for m in methods if (spec := _view_spec(m, teacher, task)) is not None}
@@ -98,9 +101,13 @@ def advance(worker: StreamHost, part: StreamPart, fingerprint: str) -> PartResul
                     outcome = Outcome(None, error=got)
                 else:
                     feats, seconds = views.of(got, specs.get(method.name))
+                    key = (method.name, task.name)
+                    if key not in flops:  # per task, not per sample: a method's count depends on the task only
+                        counted = attempt(lambda: method.flops(worker.flop_teacher or teacher, task, part.length))
+                        flops[key] = counted if isinstance(counted, int) else None
                     outcome = _step(method, worker, task, states[method.name],
                                     StreamSample(ref, position, got.teacher_embedding, seed, feats),
-                                    got.teacher_seconds + seconds, part.length)
+                                    got.teacher_seconds + seconds, flops[key])
                 row = worker.row(task, ref, method.name, outcome, None if isinstance(got, str) else got.content_hash)
                 rows.append(dataclasses.replace(row, seed=seed, stream=part.protocol, stream_id=part.index,
                                                 stream_seed=part.seed, position=position))
@@ -165,7 +172,7 @@ def _inputs(worker: StreamHost, task: Task, batch: Shard, pixels: bool) -> dict[
 
 
 def _step(method: OnlineMethod, worker: StreamHost, task: Task, state: State, sample: StreamSample,
-          teacher_seconds: float, length: int) -> Outcome:
+          teacher_seconds: float, flops: int | None) -> Outcome:
     """One sample through one method, timed on the device; a failure is that row's error (the state
     keeps whatever the step did before failing: a resume repeats the same step and the same failure)."""
     teacher = worker.teacher
@@ -174,8 +181,7 @@ def _step(method: OnlineMethod, worker: StreamHost, task: Task, state: State, sa
     seconds = now(teacher.device) - start
     if isinstance(got, str):
         return Outcome(None, error=got)
-    flops = attempt(lambda: method.flops(worker.flop_teacher or teacher, task, length))
-    return dataclasses.replace(got, seconds=teacher_seconds + seconds, flops=flops if isinstance(flops, int) else None)
+    return dataclasses.replace(got, seconds=teacher_seconds + seconds, flops=flops)
 
 
 def _batches(items: Sequence[tuple[str, SampleRef]], size: int) -> Iterator[tuple[str, tuple[SampleRef, ...]]]:

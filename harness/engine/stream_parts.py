@@ -10,9 +10,7 @@ samples; only the newest is kept) and the rows as shards `<stream key>-<start>-<
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,18 +148,10 @@ def state_path(run_dir: Path, stream: str, position: int) -> Path:
 
 def write_state(run_dir: Path, stream: str, position: int, data: bytes) -> None:
     """Atomic (a temporary file renamed into place), before the part's rows are written."""
-    final = state_path(run_dir, stream, position)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.stem}.{secrets.token_hex(8)}.tmp"
+    from harness.state_files import write_bytes_atomic
+
     with interrupts.deferred():
-        try:
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_bytes_atomic(state_path(run_dir, stream, position), data)
 
 
 def drop_older_states(run_dir: Path, stream: str, position: int) -> None:
