@@ -16,6 +16,7 @@ import typer
 from harness.commands import figures, imagenet_c, listing, teacher
 from harness.commands.common import INTERRUPTED, DataRoot, echo, interruptible, split_values
 from harness.commands.run_file import read_settings_tables, use_run_file
+from harness.attack_config import AttackConfig
 from harness.config import DataConfig, ExecConfig, RunConfig, TeacherConfig
 from harness.errors import HarnessError, Interrupted
 from harness.methods import METHODS
@@ -27,6 +28,38 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 METHOD_NAMES = ", ".join(METHODS.names())
 TASK_NAMES = ", ".join(TASKS.names())
 
+def run_seeds(options: dict, text: str) -> None:
+    """`run --seeds 0,1,2`: the same run once per seed, the samples drawn with the first (subset_seed),
+    each in its own run directory RUN_ID-seedS (RUN_ID default: seeds-<time>), then the report line
+    that reads them together."""
+    import datetime as dt
+
+    try:
+        values = list(dict.fromkeys(int(v) for v in text.split(",") if v.strip()))
+    except ValueError:
+        raise HarnessError(f"--seeds expects comma-separated integers such as 0,1,2, not '{text}'") from None
+    if not values or options["resume"] is not None:
+        raise HarnessError("--seeds needs at least one seed and cannot be combined with --resume")
+    base = options["run_id"] or f"seeds-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    dirs = []
+    for value in values:
+        run_id = f"{base}-seed{value}"
+        echo(f"seed {value}: run {run_id}", err=True)
+        run(**{**options, "seed": value, "subset_seed": values[0], "run_id": run_id})
+        dirs.append(str(Path(options["out_root"]) / run_id))
+    if not options["dry_run"]:
+        echo(f"next: apm-bench report {' '.join(dirs)} --table trust --format markdown")
+
+
+def paired_tasks(problems: list[str], option: str) -> tuple[str, ...]:
+    """`--ood ID:OOD` as the two task specs a run holds: ID, and OOD@ID (tasks.open_set)."""
+    from harness.errors import collect
+    from tasks.open_set import SEPARATOR, ood_pair
+
+    pair = collect(problems, ood_pair, option, set(TASKS.names()))
+    return (pair[0], f"{pair[1]}{SEPARATOR}{pair[0]}") if pair else ()
+
+
 @app.command()
 @interruptible
 def run(
@@ -34,12 +67,23 @@ def run(
                                                        "fashion-mnist-c (`apm-bench ls`).")] = None,
     task: Annotated[Optional[list[str]], typer.Option(help=f"Task spec FAMILY[/PARAM...][:PATH], repeatable; families: {TASK_NAMES}.")] = None,
     method: Annotated[Optional[list[str]], typer.Option(help=f"Method, repeatable or comma-separated: {METHOD_NAMES}.")] = None,
+    ood: Annotated[Optional[list[str]], typer.Option(
+        metavar="ID_TASK:OOD_TASK", help="An out-of-distribution pairing, repeatable: OOD_TASK's images scored over "
+        "ID_TASK's classes (adds both; e.g. imagenet:mcm-inaturalist); `apm-bench report --table trust`.")] = None,
+    attack: Annotated[Optional[str], typer.Option(
+        metavar="pgd[:eps=E,steps=N,step=S,target=prediction|label]",
+        help="Attack every image before the teacher and the methods see it: PGD on the teacher's zero-shot "
+             "prediction, R-TPT's eps=1/255, 7 steps of eps/4 by default; rows record it.")] = None,
     model: Annotated[Optional[str], typer.Option(help="open_clip architecture, e.g. ViT-B-16, or apm-tiny.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(
         help="open_clip tag, hf-hub:ORG/REPO, checkpoint file or directory, synthetic-teacher (shipped), "
              "fashion-mnist-teacher ($APM_BENCH_HOME/teachers/fashion-mnist), or none.")] = None,
     precision: Annotated[str, typer.Option(help="fp32, or fp16 / bf16 autocast on GPU (scoring stays fp32).")] = "fp32",
     seed: Annotated[int, typer.Option(help="Run seed; per-sample seeds derive from it.")] = 0,
+    seeds: Annotated[Optional[str], typer.Option(
+        metavar="S1,S2,...", help="One run per seed (views, initialisations and streams differ; the samples are "
+        "the first seed's), run ids RUN_ID-seedS; `report --table trust` shows each cell's spread over them.")] = None,
+    subset_seed: Annotated[Optional[int], typer.Option(hidden=True)] = None,
     shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard.")] = 16,
     workers: Annotated[Optional[int], typer.Option(min=1, help="CPU actors (without GPUs).")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch threads per actor (fixed: results do not depend on it).")] = 1,
@@ -92,6 +136,9 @@ def run(
 ) -> None:
     """Evaluate methods on tasks; writes results/<run-id>/ (manifest + one Parquet file per shard).
     Every argument and every task's data is checked first, and all problems are reported at once."""
+    if seeds is not None:
+        options = {name: value for name, value in locals().items() if name != "seeds"}
+        return run_seeds(options, seeds)
     from harness.config import DEVICES, PRECISIONS
     from harness.engine.prepare import check, missing_work, resume_config
     from harness import rundir
@@ -108,9 +155,9 @@ def run(
             problems.append(f"--{flag} must be one of {', '.join(choices)}, not '{value}'")
 
     if resume is not None:
-        if suite or task or method or set_ or deterministic:
+        if suite or task or ood or method or set_ or deterministic or attack:
             problems.append("--resume takes tasks, methods and settings from the run's manifest; "
-                            "drop --suite/--task/--method/--set/--deterministic")
+                            "drop --suite/--task/--ood/--method/--set/--deterministic/--attack")
         if resume.name in ("", ".", ".."):  # `results/..`: the folder it means, by name
             resume = Path(os.path.abspath(resume))
         out_root, run_id = resume.parent, resume.name
@@ -131,8 +178,10 @@ def run(
     assignments = [parsed for text in set_ or [] if (parsed := collect(problems, settings.parse_assignment, text))]
     chosen_settings = {} if resume is not None else settings.resolve(
         methods, chosen.settings if chosen else {}, file_settings, f"--config {config_file}", assignments, problems)
+    task_specs = (*(split_values(task) or (chosen.tasks if chosen else ())),
+                  *(spec for option in ood or () for spec in paired_tasks(problems, option)))
     config = collect(problems, resume_config, resume) if resume is not None else RunConfig(
-        tasks=split_values(task) or (chosen.tasks if chosen else ()),
+        tasks=tuple(dict.fromkeys(task_specs)),
         methods=methods,
         teacher=TeacherConfig(
             model=model or (chosen.model if chosen else "apm-tiny"),
@@ -149,6 +198,8 @@ def run(
         stream=stream,
         streams=streams,
         feature_cache=feature_cache is not None,
+        attack=collect(problems, AttackConfig.parse, attack) if attack else None,
+        subset_seed=subset_seed,
     )
     execution = ExecConfig(
         out_root=str(out_root), run_id=run_id, address=address, workers=workers, device=device,
@@ -213,6 +264,8 @@ def run(
         raise typer.Exit(4)
     table = SUITES.get(config.suite).table if config.suite in SUITES else None  # a suite fills its paper table
     echo(f"next: apm-bench report {summary.run_dir}" + (f" --table {table}" if table else "") + " --format markdown")
+    if table != "trust" and (config.attack is not None or any("@" in t for t in config.tasks)):  # OOD pairs, attacks
+        echo(f"next: apm-bench report {summary.run_dir} --table trust --format markdown")
 
 
 @app.command()
@@ -223,7 +276,8 @@ def report(
     out_root: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("results"),
     table: Annotated[Optional[str], typer.Option(
         help="A paper layout: natural-shift (Table 1), imagenet-c (Table 2), fine-grained (Table 3), or "
-             "fashion-mnist-c (Table 2's layout, no paper rows); with intervals, paired differences and cost. "
+             "fashion-mnist-c (Table 2's layout, no paper rows); with intervals, paired differences and cost; or "
+             "trust: accuracy, ECE, OOD AUROC/FPR95/AUPR, robust accuracy and significance per method. "
              "Default: the method x task pivots.")] = None,
     reference: Annotated[bool, typer.Option(help="With --table: the paper's rows beside ours, and the difference.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")] = 0,
@@ -238,9 +292,13 @@ def report(
     from harness.report.render import FORMATS, render, render_table
     from harness.report.render_paper import PAPER_FORMATS
     from harness.report.tables import TABLES
+    from harness.report.trust import TRUST_TABLE, build_trust
+    from harness.report.trust_render import TRUST_FORMATS
 
     if table is None:
         FORMATS.get(format)
+    elif table == TRUST_TABLE:
+        TRUST_FORMATS.get(format)
     else:
         TABLES.get(table), PAPER_FORMATS.get(format)  # unknown names fail before any file is read
     read = read_report_input(list(dict.fromkeys(run_dirs or [])), out_root, allow_incomplete)
@@ -252,6 +310,8 @@ def report(
         echo(render(read.rows, format, seed, resamples, read.progress, read.notes))
         for note in read.notes:
             echo(f"note: {note}", err=True)
+    elif table == TRUST_TABLE:
+        echo(TRUST_FORMATS.get(format)(build_trust(read.rows, seed, resamples, read.notes)))
     else:
         echo(render_table(read.rows, table, format, reference, seed, resamples, read.notes, read.progress))
 

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.attack_config import AttackConfig
 from harness.errors import HarnessError
 from harness.models.teacher_config import PRECISIONS, TeacherConfig
 from harness.settings import Settings, complete, method_kind_episodic, settings_class
@@ -18,7 +19,8 @@ __all__ = ["PRECISIONS", "TeacherConfig", "DataConfig", "RunConfig", "ExecConfig
 
 
 DEVICES = ("auto", "cpu", "cuda")
-STREAM_DEFAULTS = {"stream": "iid", "streams": 1, "feature_cache": False}
+NEWER_DEFAULTS = {"stream": "iid", "streams": 1, "feature_cache": False, "attack": None, "subset_seed": None}
+"""Fields left out of the fingerprint at these values: runs made before them keep their fingerprints."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ class RunConfig:
     """--feature-cache: every teacher embedding comes from the canonical shards' batches, read from or
     written to the cache (harness.engine.features); an embedding depends on its batch, so this is in
     the fingerprint, the cache's folder is not."""
+    attack: AttackConfig | None = None
+    """--attack: every image goes through this attack before the teacher or any method sees it
+    (harness.models.pgd); the rows say so in `attack`. None: clean images."""
+    subset_seed: int | None = None
+    """The seed `--limit`'s stratified subset is drawn with (None: `seed`). `--seeds 0,1,2` runs the
+    same config under each seed with this pinned to the first, so the seeds differ in their views,
+    initialisations and streams, not in their samples."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", complete(self.methods, dict(self.settings)))
@@ -84,6 +93,11 @@ class RunConfig:
     def online(self) -> tuple[str, ...]:
         """The run's online methods (they see ordered streams), in the run's order."""
         return tuple(m for m in self.methods if not method_kind_episodic(m))
+
+    @property
+    def sample_seed(self) -> int:
+        """What draws the samples (`--limit`'s subset, and so the shards): subset_seed, else seed."""
+        return self.seed if self.subset_seed is None else self.subset_seed
 
     @property
     def episodic(self) -> tuple[str, ...]:
@@ -101,11 +115,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Inverse of to_dict (JSON turns tuples into lists; they are turned back)."""
-        parts = {"teacher": TeacherConfig, "data": DataConfig}
+        parts = {"teacher": TeacherConfig, "data": DataConfig, "attack": AttackConfig}
         values = {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}}
         for name, kind in parts.items():
             if name in values:
-                values[name] = kind(**{k: _tuples(v) for k, v in values[name].items()})
+                values[name] = None if values[name] is None else kind(**{k: _tuples(v) for k, v in values[name].items()})
         settings = values.pop("settings", {})
         config = cls(**{k: v if k in parts else _tuples(v) for k, v in values.items()})
         given = {}
@@ -118,7 +132,7 @@ class RunConfig:
     def fingerprint(self) -> str:
         payload = self.to_dict()
         payload.pop("suite")  # a label only: the same tasks and settings give the same rows
-        for name, default in STREAM_DEFAULTS.items():  # runs made before streams keep their fingerprints
+        for name, default in NEWER_DEFAULTS.items():  # runs made before these fields keep their fingerprints
             if payload[name] == default:
                 payload.pop(name)
         text = json.dumps(payload, sort_keys=True, default=str)

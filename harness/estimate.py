@@ -48,7 +48,7 @@ def remaining(config: RunConfig, execution: ExecConfig, tasks: list[Task]) -> li
         run_dir = Path(execution.out_root) / execution.run_id
         if run_dir.is_dir():
             done = resultfiles.done_shards(run_dir)
-    shards = [s for s in plan_shards(tasks, config.shard_size, config.data.limit, config.seed) if s.shard_id not in done]
+    shards = [s for s in plan_shards(tasks, config.shard_size, config.data.limit, config.sample_seed) if s.shard_id not in done]
     out = []
     for task in tasks:
         mine = [s for s in shards if s.task == task.name]

@@ -56,7 +56,7 @@ class CostLine:
 
 def task_lines(config: RunConfig, tasks: list[Task]) -> list[TaskLine]:
     shards = plan_shards([t for t in tasks if not isinstance(t, PlannedTask)], config.shard_size, config.data.limit,
-                         config.seed)
+                         config.sample_seed)
     out = []
     for task in tasks:
         if isinstance(task, PlannedTask):  # shards are cut from the task's order: only the count is needed

@@ -68,3 +68,13 @@ class Row:
     """The seed the stream's order was drawn from (harness.streams.stream_seed)."""
     position: int | None = None
     """The sample's place in its stream (0 first; across the tasks of a continual stream)."""
+    msp: float | None = None
+    """The maximum-softmax score of the method's final output (the OOD detector's score; README, "Trust")."""
+    mcm: float | None = None
+    """The MCM score of the final logits (softmax at temperature 1 on the cosine scale); None where the
+    output is not logits."""
+    attack: str | None = None
+    """The attack the image went through before any method saw it (`pgd:eps=...`), None for clean pixels."""
+    ood_of: str | None = None
+    """For an out-of-distribution sample: the in-distribution task whose classes it was scored against
+    (its label is -1 and `correct` null); None for an in-distribution sample."""

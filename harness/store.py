@@ -57,6 +57,10 @@ SCHEMA = pa.schema(
         ("stream_id", pa.int32()),
         ("stream_seed", pa.int64()),
         ("position", pa.int64()),
+        ("msp", pa.float64()),
+        ("mcm", pa.float64()),
+        ("attack", pa.string()),
+        ("ood_of", pa.string()),
     ]
 )
 assert SCHEMA.names == [f.name for f in dataclasses.fields(Row)], "Row and SCHEMA must list the same columns"

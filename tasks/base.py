@@ -47,6 +47,9 @@ class Task(ABC):
     `clip-benchmark`, ...): never a mix of two, recorded on every row."""
     source: str
     """Where the pixels come from (disk, drawn, generated, hub:ID@REV): recorded on every row."""
+    ood_of: str | None = None
+    """Set on an out-of-distribution task (tasks.open_set): the in-distribution task whose classes its
+    samples are scored against. Its samples' labels are -1."""
 
     @abstractmethod
     def samples(self) -> Sequence[SampleRef]:

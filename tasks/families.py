@@ -36,6 +36,8 @@ class TaskFamily:
     known: Callable[[TaskRequest], PlannedTask] | None = None
     """The task as `apm-bench plan` prices it when its data is absent (its published test-set size and
     class space); None for a family whose size only its data tells (a user's folder)."""
+    ood_only: bool = False
+    """Data with no classes of its own: usable only as OOD@ID (tasks.open_set)."""
 
 
 TASKS: Registry[TaskFamily] = Registry("task", plugins="apm_bench.tasks")

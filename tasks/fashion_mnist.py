@@ -135,11 +135,18 @@ class FashionMnistTask(Task):
     templates: TemplateSet = TEMPLATES
     source: str = "disk"
     protocol: str = "apm-bench"
+    classes: tuple[int, ...] = ()
+    """A subset of the ten classes (the open-set halves): only their images, labelled by their place
+    in this tuple; empty for all ten."""
 
     def samples(self) -> Sequence[SampleRef]:
         _, labels = load_split(self.root, self.split)
         prefix = SPLITS[self.split]
-        return [SampleRef(f"{prefix}/{i:05d}", int(label), str(i)) for i, label in enumerate(labels)]
+        if not self.classes:
+            return [SampleRef(f"{prefix}/{i:05d}", int(label), str(i)) for i, label in enumerate(labels)]
+        place = {c: k for k, c in enumerate(self.classes)}
+        return [SampleRef(f"{prefix}/{i:05d}", place[int(label)], str(i)) for i, label in enumerate(labels)
+                if int(label) in place]
 
     def load(self, ref: SampleRef) -> LoadedImage:
         images, _ = load_split(self.root, self.split)
@@ -170,6 +177,32 @@ def planned_corrupted(request: TaskRequest) -> PlannedTask:
     return PlannedTask(f"fashion-mnist-c/{corruption}/{severity}", SIZE, CLASSNAMES, TEMPLATES, "apm-bench")
 
 
+OPEN_SET = {"in": (0, 1, 2, 3, 4), "out": (5, 6, 7, 8, 9)}
+"""The open-set halves (tasks.open_set): tops, trousers, dresses and coats in; shoes, shirts, bags out."""
+OPEN_SIZE = KnownSize(5_000, "Fashion-MNIST t10k, 1,000 test images per class")
+
+
+def _open_half(request: TaskRequest) -> tuple[str, tuple[int, ...]]:
+    half = request.params[0] if len(request.params) == 1 else ""
+    if half not in OPEN_SET:
+        raise HarnessError(f"task {request.spec}: expected fashion-mnist-open/in or fashion-mnist-open/out")
+    return half, OPEN_SET[half]
+
+
+def build_open(request: TaskRequest) -> Task:
+    half, classes = _open_half(request)
+    return FashionMnistTask(str(find_root(request)), name=f"fashion-mnist-open/{half}", classes=classes,
+                            classnames=tuple(CLASSNAMES[c] for c in classes))
+
+
+def planned_open(request: TaskRequest) -> PlannedTask:
+    half, classes = _open_half(request)
+    return PlannedTask(f"fashion-mnist-open/{half}", OPEN_SIZE, tuple(CLASSNAMES[c] for c in classes), TEMPLATES,
+                       "apm-bench")
+
+
+FASHION_MNIST_OPEN = ("fashion-mnist-open/in", "fashion-mnist-open/out@fashion-mnist-open/in")
+"""The offline open-set pair: five classes in distribution, the other five out, scored over the five."""
 FASHION_MNIST_C = tuple(f"fashion-mnist-c/{c}/{DEFAULT_SEVERITY}" for c in CORRUPTIONS)
 """Table 2's columns on Fashion-MNIST: the 15 corruptions at severity 5, alphabetical."""
 
@@ -190,5 +223,16 @@ TASKS.add(
         layouts=(LAYOUT, DEBIAN_ROOT),
         examples=FASHION_MNIST_C,
         known=planned_corrupted,
+    ),
+)
+TASKS.add(
+    "fashion-mnist-open",
+    TaskFamily(
+        build_open,
+        "Fashion-MNIST open set: /in = five classes scored over their names, /out = the other five "
+        "(use as fashion-mnist-open/out@fashion-mnist-open/in)",
+        layouts=(LAYOUT, DEBIAN_ROOT),
+        examples=FASHION_MNIST_OPEN,
+        known=planned_open,
     ),
 )

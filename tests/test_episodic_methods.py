@@ -273,6 +273,8 @@ def test_a_sample_leaves_nothing_behind(teacher, name):
     after = method.evaluate(teacher, TASK, [samples[2]])[0]
     assert (alone.prediction, alone.top5, alone.losses) == (after.prediction, after.top5, after.losses)
     assert alone.error is None and alone.flops > 16 * teacher.image_flops and alone.prediction_before is not None
+    # every one scores logits at the teacher's scale: a probability of its prediction, the MSP and MCM
+    assert 0 < alone.confidence <= alone.msp <= 1 and 0 < alone.mcm <= 1
 
 
 def _samples(teacher, n: int) -> list[SampleInput]:

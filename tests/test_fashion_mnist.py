@@ -57,10 +57,25 @@ def test_corrupted_task_is_deterministic_per_sample_and_pairs_with_clean_ids(fix
         resolve_task(f"fashion-mnist-c/fgo/5:{fixture_root}")
 
 
-def test_suite_has_clean_plus_the_15_corruptions_at_severity_5():
+def test_suite_has_clean_plus_the_15_corruptions_at_severity_5_and_the_open_set_pair():
     suite = SUITES.get("fashion-mnist-c")
-    assert suite.tasks[0] == "fashion-mnist" and len(suite.tasks) == 16
-    assert suite.tasks[1] == "fashion-mnist-c/brightness/5" and suite.tasks[-1] == "fashion-mnist-c/zoom_blur/5"
+    assert suite.tasks[0] == "fashion-mnist" and len(suite.tasks) == 18
+    assert suite.tasks[1] == "fashion-mnist-c/brightness/5" and suite.tasks[15] == "fashion-mnist-c/zoom_blur/5"
+    assert suite.tasks[16:] == ("fashion-mnist-open/in", "fashion-mnist-open/out@fashion-mnist-open/in")
+
+
+def test_the_open_set_halves_split_the_classes_and_score_the_second_over_the_first(fixture_root):
+    """Labels 0, 3, 9, 3, 1, 8: in = classes 0-4 relabelled by place (0, 3, 3, 1); out = 9 and 8, as -1."""
+    known = resolve_task(f"fashion-mnist-open/in:{fixture_root}")
+    unknown = resolve_task(f"fashion-mnist-open/out:{fixture_root}@fashion-mnist-open/in:{fixture_root}")
+    assert [r.label for r in known.samples()] == [0, 3, 3, 1] and known.ood_of is None
+    assert known.classnames == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
+    assert [(r.sample_id, r.label) for r in unknown.samples()] == [("t10k/00002", -1), ("t10k/00005", -1)]
+    assert unknown.classnames == known.classnames and unknown.ood_of == known.name == "fashion-mnist-open/in"
+    assert unknown.name == "fashion-mnist-open/out@fashion-mnist-open/in" and unknown.templates == known.templates
+    assert unknown.load(unknown.samples()[0]).image.size == (64, 64)
+    with pytest.raises(HarnessError, match="fashion-mnist-open/in or fashion-mnist-open/out"):
+        resolve_task(f"fashion-mnist-open/half:{fixture_root}")
 
 
 def test_missing_data_names_the_debian_package_and_path(tmp_path, monkeypatch):

@@ -147,10 +147,14 @@ def test_zero_fp16_soft_vote_splits_a_near_tie_that_the_hard_vote_does_not():
         ZeroConfig(vote="soft")
 
 
-def test_zero_soft_vote_is_the_setting_the_method_uses(teacher):
+def test_zero_soft_vote_is_the_setting_the_method_uses(teacher, monkeypatch):
+    from harness.methods import voting
+
+    calls = []
+    monkeypatch.setattr(voting, "fp16_soft_votes", lambda cosines: calls.append(cosines) or fp16_soft_votes(cosines))
     samples = _samples(teacher, PLAIN, 2)
     hard = ZeroMethod(ZeroConfig(views=16)).evaluate(teacher, PLAIN, samples)
+    assert not calls  # hard votes never compute the soft ones
     soft = ZeroMethod(dataclasses.replace(ZeroConfig(views=16), vote="fp16-soft")).evaluate(teacher, PLAIN, samples)
-    assert all(o.error is None for o in hard + soft)
-    assert all(0 < o.confidence <= 1 for o in hard + soft)
-    assert any(h.confidence != s.confidence for h, s in zip(hard, soft))  # soft shares are not counts of views
+    assert len(calls) == 2 and all(c.shape == (int(16 * ZeroConfig().top), len(PLAIN.classnames)) for c in calls)
+    assert all(o.error is None and 0 < o.confidence <= o.msp <= 1 for o in hard + soft)

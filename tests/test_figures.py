@@ -42,8 +42,10 @@ def test_run_figures_are_pngs_of_the_promised_size(tmp_path):
     run_dir = run_rows(tmp_path)
     rows = resultfiles.read_rows([run_dir])
     paths = figures.run_figures(rows, tmp_path / "figs")
-    assert [p.name for p in paths] == ["accuracy_vs_seconds.png", "ttt_loss.png"]
+    assert [p.name for p in paths] == ["accuracy_vs_seconds.png", "ttt_loss.png", "reliability.png"]
     empty = figures.run_figures(rows.iloc[:0], tmp_path / "empty")
+    assert len(empty) == 2  # no rows, no confidences: no reliability diagram
+    assert Image.open(paths[2]).size == (520, 300)  # a 2.6-inch panel per method (zeroshot, apm) at 100 dpi
     for path, blank in zip(paths, empty):
         assert_png(path, RUN_PIXELS)
         assert Image.open(path).tobytes() != Image.open(blank).tobytes()  # something was drawn
@@ -51,8 +53,10 @@ def test_run_figures_are_pngs_of_the_promised_size(tmp_path):
 
 def test_figures_of_a_run_without_losses_or_rows_still_render(tmp_path):
     rows = resultfiles.read_rows([write_run(tmp_path, [make_row("imagenet", "zeroshot", 0, True)])])
-    for path in figures.run_figures(rows, tmp_path / "a"):
+    *runs, calibration = figures.run_figures(rows, tmp_path / "a")
+    for path in runs:
         assert_png(path, RUN_PIXELS)
+    assert calibration.name == "reliability.png" and Image.open(calibration).size == (260, 300)
     for path in figures.run_figures(rows.iloc[:0], tmp_path / "b"):
         assert_png(path, RUN_PIXELS)
 
@@ -142,8 +146,8 @@ def test_cli_plot(tmp_path):
     runner = CliRunner()
     done = runner.invoke(cli.app, ["plot", str(run_dir)])
     assert done.exit_code == 0, done.output
-    assert done.output.split() == [str(run_dir / "figures" / "accuracy_vs_seconds.png"),
-                                   str(run_dir / "figures" / "ttt_loss.png")]
+    assert done.output.split() == [str(run_dir / "figures" / name)
+                                   for name in ("accuracy_vs_seconds.png", "ttt_loss.png", "reliability.png")]
     bad = runner.invoke(cli.app, ["plot", "islands"])
     assert isinstance(bad.exception, HarnessError) and "exactly one image" in str(bad.exception)
     bad = runner.invoke(cli.app, ["plot", "islands", "x.png", "--iterations", "a,b"])

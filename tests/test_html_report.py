@@ -166,7 +166,8 @@ def test_the_cli_page_has_figures_gallery_and_provenance(tmp_path):
     assert_document(text, "apm-bench report: method x task", tables=3)
     assert_self_contained(text)
     pngs = images(text, "png")
-    assert [im.size for im in pngs] == [(figures.RUN_FIGSIZE[0] * figures.DPI, figures.RUN_FIGSIZE[1] * figures.DPI)] * 2
+    assert [im.size for im in pngs] == [(figures.RUN_FIGSIZE[0] * figures.DPI, figures.RUN_FIGSIZE[1] * figures.DPI)] * 2 \
+        + [(520, 300)]  # and the reliability diagrams, a panel per method
     thumbs = images(text, "jpeg")
     assert thumbs and all(im.format == "JPEG" and max(im.size) <= 96 for im in thumbs)
     assert len(thumbs) <= 2 * PER_KIND

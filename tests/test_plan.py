@@ -79,8 +79,10 @@ def test_every_benchmark_task_knows_the_published_size_of_its_test_set():
     for spec, size in PUBLISHED.items():
         planned = planned_task(spec, None, MissingData("absent"))
         assert planned is not None and planned.size.samples == size and planned.size.source, spec
-    for suite in ("natural-shift", "imagenet-c", "fine-grained", "fashion-mnist-c"):
-        assert all(planned_task(t, None, MissingData("absent")) for t in SUITES.get(suite).tasks)
+    for suite in ("natural-shift", "imagenet-c", "fine-grained", "fashion-mnist-c", "ood-mcm"):
+        assert all(planned_task(t, None, MissingData("absent")) for t in SUITES.get(suite).tasks), suite
+    textures = planned_task("mcm-textures@imagenet", None, MissingData("absent"))  # MCM's OOD sets, ImageNet's classes
+    assert textures.size.samples == 5_640 and len(textures.classnames) == 1000 and textures.name == "mcm-textures@imagenet"
     assert len(planned_task("dtd", None, MissingData("absent")).classnames) == 47  # the class count FLOPs need
     assert planned_task("imagefolder:/x", None, MissingData("absent")) is None  # only its data knows its size
 
@@ -185,3 +187,11 @@ def test_a_plan_counts_every_stream_of_an_online_method(tmp_path):
         part(config, stream, 0, None, 3600.0))
     recorded = {r["method"]: r["flops"] for r in result.table.to_pylist()}
     assert recorded == {"tda": costs["tda"].flops, "ecalp": costs["ecalp"].flops}
+
+
+def test_seeds_plan_one_run_per_seed_and_refuse_bad_lists(tmp_path):
+    text = _plan(tmp_path, "--seeds", "0,3", "--run-id", "study", "--limit", "12")
+    assert "seed 0: run study-seed0" in text and "seed 3: run study-seed3" in text
+    assert text.count("| synthetic") == 2 and not (tmp_path / "results").exists()
+    done = CliRunner().invoke(cli.app, ["plan", *SMOKE, "--seeds", "0,x"])
+    assert done.exit_code != 0 and "--seeds expects comma-separated integers" in str(done.exception)

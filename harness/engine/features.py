@@ -49,8 +49,9 @@ def feature_key(config: RunConfig, task: Task, shard_id: str) -> str:
     payload = {"model": teacher.model, "pretrained": teacher.pretrained, "sha256": teacher.weights_sha256,
                "precision": teacher.precision, "device": config.device_type, "torch": torch.__version__,
                "deterministic": config.deterministic, "task": task.name, "version": task.version,
-               "data": asdict(config.data), "seed": config.seed if config.data.limit else None,
-               "shard_size": config.shard_size, "shard": shard_id}
+               "data": asdict(config.data), "seed": config.sample_seed if config.data.limit else None,
+               "shard_size": config.shard_size, "shard": shard_id,
+               **({"attack": config.attack.label, "attack_seed": config.seed} if config.attack else {})}  # its start
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

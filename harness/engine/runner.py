@@ -163,7 +163,7 @@ def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = Non
         config = pin_weights(config)
     if config.feature_cache and not execution.feature_cache_dir:
         raise HarnessError("this run reads the teacher's features from a cache: give --feature-cache DIR")
-    shards = plan_shards(tasks, config.shard_size, config.data.limit, config.seed) if config.episodic else []
+    shards = plan_shards(tasks, config.shard_size, config.data.limit, config.sample_seed) if config.episodic else []
     streams = plan_streams(config, tasks) if config.online else []
     with contextlib.ExitStack() as cluster:  # Ray, once started here, stays up for the whole run
         config = _with_device(config, execution, cluster)

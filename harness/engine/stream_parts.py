@@ -87,7 +87,7 @@ class PartResult:
 
 def plan_streams(config: RunConfig, tasks: list[Task]) -> list[Stream]:
     """Every stream of the run, in order: per stream index, per task (or one continual stream per index)."""
-    refs = {t.name: stratified_subset(t.samples(), config.data.limit, config.seed, t.name) for t in tasks}
+    refs = {t.name: stratified_subset(t.samples(), config.data.limit, config.sample_seed, t.name) for t in tasks}
     if config.stream == "continual":
         _same_classes(tasks)
         name = "continual:" + "|".join(t.name for t in tasks)

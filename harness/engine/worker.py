@@ -25,12 +25,14 @@ from harness.engine.stream_parts import PartResult, StreamPart
 from harness.methods import METHODS
 from harness.methods.base import Method, Outcome, SampleInput
 from harness.methods.online import OnlineMethod
+from harness.models.pgd import attack_image
 from harness.models.teacher import Teacher, load_teacher, meta_teacher
 from harness.seeding import derive_seed
 from harness.errors import HarnessError
 from harness.environment import device_environment, environment_id, make_deterministic
 from harness.row import Row
 from tasks.base import LoadedImage, SampleRef, Task
+from tasks.templates import SINGLE
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -85,6 +87,7 @@ class ShardWorker:
         self.methods: list[Method] = [METHODS.get(name)(config.settings_of(name)) for name in config.episodic]
         self.online: list[OnlineMethod] = [METHODS.get(name)(config.settings_of(name)) for name in config.online]
         self.shard_size = config.shard_size
+        self.attack_label = config.attack.label if config.attack is not None else None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.data_threads = max(1, data_threads)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
@@ -205,8 +208,22 @@ class ShardWorker:
                 failed[ref.sample_id] = result
             else:
                 loaded.append((ref, result))
+        loaded = self._attacked(task, loaded)
         pixels = self._pixels(loaded).pin_memory() if loaded and self.device.type == "cuda" else None
         return Decoded(loaded, failed, pixels)
+
+    def _attacked(self, task: Task, loaded: list[tuple[SampleRef, LoadedImage]]) -> list[tuple[SampleRef, LoadedImage]]:
+        """With --attack, each image as the attack left it (harness.models.pgd), against the zero-shot
+        classifier of "a photo of a {}.": what the teacher, every method and the rows' hashes of the
+        source then see (the hash stays the source's; the row's `attack` says what was done to it)."""
+        attack = self.config.attack
+        if attack is None or not loaded:
+            return loaded
+        classifier = self.teacher.classifier(task.classnames, SINGLE)
+        return [(ref, LoadedImage(attack_image(self.teacher, classifier, img.image,
+                                               derive_seed(self.config.seed, task.name, ref.sample_id, "attack"),
+                                               attack, ref.label), img.content_hash))
+                for ref, img in loaded]
 
     def _pixels(self, loaded: list[tuple[SampleRef, LoadedImage]]) -> torch.Tensor:
         return torch.stack(list(self._decoders.map(self.teacher.preprocess, [img.image for _, img in loaded])))
@@ -238,7 +255,7 @@ class ShardWorker:
         if self._index is not None and self._index[0] == task.name:
             return self._index[1]
         index: dict[str, tuple[torch.Tensor, str] | str] = {}
-        for shard in plan_shards([task], self.config.shard_size, self.config.data.limit, self.config.seed):
+        for shard in plan_shards([task], self.config.shard_size, self.config.data.limit, self.config.sample_seed):
             cached = read_features(self.feature_dir, self.config, task, shard, self.device)  # type: ignore[arg-type]
             if cached is None:
                 decoded = self.decode(shard)
@@ -255,6 +272,7 @@ class ShardWorker:
     def row(self, task: Task, ref: SampleRef, method: str, out: Outcome, content_hash: str | None) -> Row:
         teacher = self.config.teacher
         ok = out.error is None and out.prediction is not None
+        scored = ok and task.ood_of is None  # an out-of-distribution sample has no right class
         return Row(
             run_id=self.identity.run_id,
             fingerprint=self.identity.fingerprint,
@@ -274,9 +292,9 @@ class ShardWorker:
             weights_sha256=teacher.weights_sha256,
             seed=self.seed(task, ref),
             prediction=out.prediction,
-            correct=(out.prediction == ref.label) if ok else None,
+            correct=(out.prediction == ref.label) if scored else None,
             top5=list(out.top5),
-            top5_correct=(ref.label in out.top5) if ok and out.top5 and len(task.classnames) >= TOP5_MIN_CLASSES else None,
+            top5_correct=(ref.label in out.top5) if scored and out.top5 and len(task.classnames) >= TOP5_MIN_CLASSES else None,
             confidence=out.confidence,
             prediction_before=out.prediction_before,
             n_templates=out.n_templates,
@@ -295,6 +313,10 @@ class ShardWorker:
             error=out.error,
             device_model=self.environment["device"],
             environment=self.environment_id,
+            msp=out.msp,
+            mcm=out.mcm,
+            attack=self.attack_label,
+            ood_of=task.ood_of,
         )
 
 

@@ -245,6 +245,8 @@ class ApmMethod:
             prediction=scores.prediction[0],
             top5=scores.top5[0],
             confidence=scores.confidence[0],
+            msp=scores.confidence[0],
+            mcm=scores.mcm[0],
             prediction_before=before,
             steps=len(result.losses) - result.skipped,
             losses=result.losses,

@@ -40,7 +40,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.flops import count_flops
-from harness.methods.base import Outcome
+from harness.methods.base import Outcome, final_scores
 from harness.methods.episodic import FINE_GRAINED_FAMILIES, task_family
 from harness.methods.online import State, StreamSample, tpt_views
 from harness.methods.online_configs import BoostAdapterConfig
@@ -236,7 +236,7 @@ class BoostAdapterMethod(TdaMethod):
                             self.boosted_capacity(task))
             self.remember_negative(state, hist, label)
             final = self.scores(state, hist, views[top], boosted, task)
-        return ranked(final, float(final.softmax(-1).max()), first_argmax(logits[0]), self.templates(task))
+        return ranked(final, final_scores(final, teacher.logit_scale), first_argmax(logits[0]), self.templates(task))
 
     # --- cost --------------------------------------------------------------------------------------
     def flops(self, teacher: Teacher, task: Task, length: int) -> int:

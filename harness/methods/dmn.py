@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from harness.methods.base import Outcome
 from harness.methods.online import OnlineBase, State, StreamSample
 from harness.methods.online_configs import DmnConfig
-from harness.methods.online_ranking import FlopCache, first_argmax, prompts, ranked
+from harness.methods.online_ranking import FlopCache, first_argmax, not_logits, prompts, ranked
 from harness.models.teacher import Teacher
 from tasks.base import Task
 from tasks.templates import TemplateSet
@@ -121,7 +121,7 @@ class DmnMethod(OnlineBase):
             entropy = -(probs * (probs + ENTROPY_EPS).log()).sum()
             write(state, label, f, entropy, self.config.replace)
             scores = self.combined(state, f, text, teacher.logit_scale, probs)
-        return ranked(scores, float(scores.max() / scores.sum()), label, self.templates(task))
+        return ranked(scores, not_logits(float(scores.max() / scores.sum())), label, self.templates(task))
 
     def flops(self, teacher: Teacher, task: Task, length: int) -> int:
         """The image forward, the text scores and the read-out of a full memory (counted on the meta

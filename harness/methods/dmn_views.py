@@ -45,7 +45,7 @@ from harness.methods.dmn import ENTROPY_EPS, DmnMethod, write
 from harness.methods.episodic import FINE_GRAINED_FAMILIES, confident_views, task_family
 from harness.methods.online import State, StreamSample, tpt_views
 from harness.methods.online_configs import DmnViewsConfig
-from harness.methods.online_ranking import first_argmax, ranked
+from harness.methods.online_ranking import first_argmax, not_logits, ranked
 from harness.methods.view_feed import ViewSpec
 from harness.models.teacher import Teacher
 from tasks.base import Task
@@ -103,7 +103,7 @@ class DmnViewsMethod(DmnMethod):
             f, probs = views[0], logits[0].softmax(-1)
             write(state, label, f, entropy, cfg.replace)
             scores = self.combined(state, f, text, teacher.logit_scale, probs)
-        return ranked(scores, float(scores.max() / scores.sum()), first_argmax(probs), self.templates(task))
+        return ranked(scores, not_logits(float(scores.max() / scores.sum())), first_argmax(probs), self.templates(task))
 
     def flops(self, teacher: Teacher, task: Task, length: int) -> int:
         """Every view through the image tower (view 0 is the teacher's own forward), every view's text

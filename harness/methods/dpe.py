@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from harness.errors import HarnessError
 from harness.flops import count_flops
-from harness.methods.base import Outcome
+from harness.methods.base import Outcome, final_scores
 from harness.methods.episodic import FINE_GRAINED_FAMILIES, IMAGENET_FAMILY, confident_views, task_family
 from harness.methods.learning_configs import DPE_VIEWS, DpeConfig
 from harness.methods.online import OnlineBase, State, StreamSample, tpt_views
@@ -294,7 +294,7 @@ class DpeMethod(OnlineBase):
                 state["text_count"] = torch.tensor(n, dtype=torch.int64, device=text.device)
                 state["text"] = text * (n / (n + 1)) + adapted * (1 / (n + 1))
             before = first_argmax((views[0][None, :] @ self.text(teacher, task))[0])
-        return ranked(final, float(final.softmax(-1).max()), before, self.templates(task))
+        return ranked(final, final_scores(final, teacher.logit_scale), before, self.templates(task))
 
     # --- cost --------------------------------------------------------------------------------------
     def flops(self, teacher: Teacher, task: Task, length: int) -> int:

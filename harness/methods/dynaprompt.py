@@ -58,7 +58,7 @@ from torch.utils.checkpoint import checkpoint
 
 from harness.errors import HarnessError
 from harness.flops import count_flops
-from harness.methods.base import Outcome
+from harness.methods.base import Outcome, final_scores
 from harness.methods.chunks import Chunks
 from harness.methods.dynaprompt_buffer import (confident_loss, initial_slot, most_selected, record, refresh,
                                                select)
@@ -221,7 +221,7 @@ class DynaPromptMethod(OnlineBase):
             tuned = self.tune(teacher, task, state, views, lambda z, v0: select(z, v0, self.config.selection))
             record(state, tuned.chosen)
         final = tuned.logits.float()
-        out = ranked(final, float(final.softmax(-1).max()), before, self.templates(task))
+        out = ranked(final, final_scores(final, teacher.logit_scale), before, self.templates(task))
         return dataclasses.replace(out, steps=int(tuned.stepped), losses=(float(tuned.loss),))
 
     # --- cost ----------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ from harness.flops import count_flops
 from harness.methods.base import Outcome
 from harness.methods.online import OnlineBase, State, StreamSample
 from harness.methods.online_configs import EcalpConfig
-from harness.methods.online_ranking import first_argmax, ranked
+from harness.methods.online_ranking import first_argmax, not_logits, ranked
 from harness.methods.row_products import rowwise
 from harness.methods.tip_templates import prompt_choice
 from harness.models.teacher import Teacher
@@ -230,7 +230,7 @@ class EcalpMethod(OnlineBase):
         state["seen"] = torch.tensor(i + 1, dtype=torch.int64, device=state["seen"].device)
         query = scores[-1]
         confidence = float((OUTPUT_SCALE * query).softmax(-1).max())
-        return ranked(query, confidence, first_argmax(cosines), self.templates(task))
+        return ranked(query, not_logits(confidence), first_argmax(cosines), self.templates(task))
 
     def flops(self, teacher: Teacher, task: Task, length: int) -> int:
         """Per sample, averaged over a stream of `length`: the image forward; the new sample's

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from harness.device import now
 from harness.errors import HarnessError
-from harness.methods.base import Outcome, SampleInput, score
+from harness.methods.base import Outcome, SampleInput, final_scores, score
 from harness.methods.view_feed import ViewFeed, ViewSpec, lookahead
 from harness.models.teacher import Teacher
 from tasks.base import Task
@@ -177,18 +177,19 @@ class ViewMethod:
                 torch.cuda.empty_cache()
 
 
-def tuned_outcome(name: str, logits: torch.Tensor, losses: list[float], **extra: Any) -> Outcome:
+def tuned_outcome(name: str, logits: torch.Tensor, losses: list[float], scale: float, **extra: Any) -> Outcome:
     """The outcome of a method that trained for len(losses) steps: scored, or an error row when a loss or
     a score is not finite (the sample, not the worker, went wrong)."""
     extra.update(steps=len(losses), losses=tuple(losses))
     if not (all(math.isfinite(v) for v in losses) and bool(torch.isfinite(logits).all())):
         return Outcome(None, error=f"non-finite {name} loss", **extra)
-    return scored(logits, **extra)
+    return scored(logits, scale, **extra)
 
 
-def scored(logits: torch.Tensor, **extra: Any) -> Outcome:
-    """An outcome from one row of class scores (fp32): top-1, top-5 and the softmax confidence."""
+def scored(logits: torch.Tensor, scale: float, **extra: Any) -> Outcome:
+    """An outcome from one row of final logits at the teacher's `scale` (fp32): top-1, top-5, and the
+    softmax confidence, MSP and MCM score (base.final_scores)."""
     logits = logits.float()
     k = min(5, logits.shape[-1])
     top = logits.topk(k).indices.tolist()
-    return Outcome(prediction=top[0], top5=tuple(top), confidence=float(logits.softmax(-1)[top[0]]), **extra)
+    return Outcome(prediction=top[0], top5=tuple(top), **final_scores(logits, scale, top[0]), **extra)

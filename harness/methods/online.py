@@ -98,15 +98,6 @@ class OnlineBase:
         (D, C) at the logit scale s: a 2-D matrix product, which torch's FLOP counter counts."""
         return scale * (f[None, :] @ text)[0]
 
-    def outcome(self, logits: torch.Tensor, before: int, task: Task, teacher: Teacher, **extra: object) -> Outcome:
-        """An Outcome from final logits (C,) at the teacher's scale: top-1, top-5, softmax confidence."""
-        logits = logits.float()
-        probs = logits.softmax(-1)
-        top = logits.argsort(descending=True, stable=True)[:5].tolist()  # ties: the lowest class index, as argmax
-        templates = self.templates(task)
-        return Outcome(int(top[0]), tuple(top), confidence=float(probs[top[0]]), prediction_before=before,
-                       n_templates=len(templates), template_set=templates.name, **extra)  # type: ignore[arg-type]
-
 
 def tpt_views(teacher: Teacher, views: int, augmix: bool, min_scale: float) -> ViewSpec | None:
     """The spec of TPT's views of every image for an online method (episodic.ViewMethod's recipe:

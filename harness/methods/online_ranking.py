@@ -26,12 +26,19 @@ def prompts(choice: str, task: Task) -> TemplateSet:
     return task.templates if choice == "task" else SINGLE
 
 
-def ranked(scores: torch.Tensor, confidence: float, before: int, templates: TemplateSet) -> Outcome:
+def ranked(scores: torch.Tensor, probabilities: dict[str, float | None], before: int, templates: TemplateSet) -> Outcome:
     """The outcome of final class scores (C,): top-1 and top-5 by a stable descending sort (ties to the
-    lowest class index), with the method's own confidence."""
+    lowest class index), with the method's own confidence, msp and mcm (`probabilities`: final_scores
+    of logits, or `not_logits` of an output that is not)."""
     order = scores.detach().float().argsort(descending=True, stable=True)[: min(5, scores.shape[-1])].tolist()
-    return Outcome(int(order[0]), tuple(order), confidence=confidence, prediction_before=before,
-                   n_templates=len(templates), template_set=templates.name)
+    return Outcome(int(order[0]), tuple(order), prediction_before=before, n_templates=len(templates),
+                   template_set=templates.name, **probabilities)  # type: ignore[arg-type]
+
+
+def not_logits(probability: float) -> dict[str, float | None]:
+    """The scores of an output that is not logits (a probability sum, a label distribution): its own
+    probability of the prediction is both the confidence and the MSP; MCM does not apply."""
+    return {"confidence": probability, "msp": probability, "mcm": None}
 
 
 def first_argmax(scores: torch.Tensor) -> int:

@@ -39,7 +39,7 @@ from harness.methods.base import Outcome
 from harness.methods.episodic import IMAGENET_FAMILY, task_family
 from harness.methods.online import OnlineBase, State, StreamSample
 from harness.methods.online_configs import OnzetaConfig
-from harness.methods.online_ranking import FlopCache, first_argmax, ranked
+from harness.methods.online_ranking import FlopCache, first_argmax, not_logits, ranked
 from harness.methods.row_products import rowwise
 from harness.methods.tip_templates import prompt_choice
 from harness.models.teacher import Teacher
@@ -132,7 +132,7 @@ class OnzetaMethod(OnlineBase):
                                                           Schedule(t, n, alpha, beta), self.config)
         state["proxies"], state["rho"] = proxies, rho
         state["seen"] = torch.tensor(t, dtype=torch.int64, device=state["seen"].device)
-        return ranked(output, float(output.max()), first_argmax(cosines), self.templates(task))
+        return ranked(output, not_logits(float(output.max())), first_argmax(cosines), self.templates(task))
 
     def flops(self, teacher: Teacher, task: Task, length: int) -> int:
         """The image forward and one update (the same at every sample), counted on the meta device."""

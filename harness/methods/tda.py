@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.methods.base import Outcome
+from harness.methods.base import Outcome, final_scores
 from harness.methods.episodic import task_family
 from harness.methods.online import OnlineBase, State, StreamSample
 from harness.methods.online_configs import TdaConfig
@@ -180,7 +180,7 @@ class TdaMethod(OnlineBase):
             z0 = self.zero_shot(f, self.text(teacher, task), teacher.logit_scale)
             before = self.update(state, f, z0)
             logits = self.adapted(state, f, z0, task)
-        return ranked(logits, float(logits.softmax(-1).max()), before, self.templates(task))
+        return ranked(logits, final_scores(logits, teacher.logit_scale), before, self.templates(task))
 
     def flops(self, teacher: Teacher, task: Task, length: int) -> int:
         """The image forward, z0 and both caches' read-out at full capacity (counted on the meta device;

@@ -99,7 +99,7 @@ class TptMethod(ViewMethod):
             logits = fit(learner, lambda: self.predict(teacher, learner, features))
         learner.reset()
         n_templates, label = self.prompt_label(task)
-        return tuned_outcome(self.name, logits, losses, n_templates=n_templates, template_set=label)
+        return tuned_outcome(self.name, logits, losses, teacher.logit_scale, n_templates=n_templates, template_set=label)
 
 
 def tpt(settings: TptConfig) -> TptMethod:

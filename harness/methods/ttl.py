@@ -168,7 +168,7 @@ class TtlMethod(ViewMethod):
             logits = teacher.logit_scale * self._embed(teacher, lora, pixels[:1])[0] @ classifier
         lora.reset()  # nothing of this sample stays behind
         values = torch.stack(losses).tolist() if losses else []
-        return tuned_outcome(self.name, logits, values, n_templates=1, template_set=self.templates(task).name)
+        return tuned_outcome(self.name, logits, values, teacher.logit_scale, n_templates=1, template_set=self.templates(task).name)
 
     def flops(self, teacher: Teacher, task: Task) -> int:
         """Per sample: the shared teacher forward of view 0, each step's forward and backward of every

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.methods.base import Outcome, SampleInput
+from harness.methods.base import Outcome, SampleInput, final_scores
 from harness.methods.configs import MtaConfig, ZeroConfig
 from harness.methods.episodic import ViewMethod, scored, view_entropy
 from harness.models.teacher import Teacher
@@ -68,6 +68,14 @@ def zero_vote(logits: torch.Tensor, top: float, cosines: torch.Tensor | None = N
     return Vote(votes, kept, breaker, share)
 
 
+def winning_logits(logits: torch.Tensor, vote: Vote, winner: int) -> torch.Tensor:
+    """(C,) the mean logits of the views that voted for the winner: what ZERO's probabilities are the
+    softmax of (a vote has no probability of its own; its share is kept on the Vote). Under the fp16 soft
+    votes a class can win without any voter's argmax: then the mean over every voter."""
+    voters = vote.kept[logits[vote.kept].argmax(-1) == winner]
+    return logits[voters if len(voters) else vote.kept].mean(0)
+
+
 @dataclass
 class ZeroMethod(ViewMethod):
     name: str = "zero"
@@ -79,8 +87,9 @@ class ZeroMethod(ViewMethod):
         vote = zero_vote(logits, self.config.top, cosines)
         order = vote.votes.argsort(descending=True, stable=True)  # ties by class index, as the vote's argmax
         k = min(5, len(order))
-        return Outcome(int(order[0]), tuple(order[:k].tolist()), confidence=vote.share, n_templates=1,
-                       template_set=self.templates(task).name)
+        winner = int(order[0])
+        return Outcome(winner, tuple(order[:k].tolist()), n_templates=1, template_set=self.templates(task).name,
+                       **final_scores(winning_logits(logits, vote, winner), teacher.logit_scale, winner))
 
     def adapt_flops(self, teacher: Teacher, task: Task) -> int:
         """The views' class scores (the vote itself is counting)."""
@@ -150,7 +159,7 @@ class MtaMethod(ViewMethod):
         classifier = teacher.classifier(task.classnames, self.templates(task))
         probs = (teacher.logit_scale * features.float() @ classifier).softmax(-1)
         found = mta_mode(features, probs, self.config)
-        return scored(teacher.logit_scale * found.mode @ classifier, n_templates=1,
+        return scored(teacher.logit_scale * found.mode @ classifier, teacher.logit_scale, n_templates=1,
                       template_set=self.templates(task).name)  # iterations, not training steps
 
     def adapt_flops(self, teacher: Teacher, task: Task) -> int:

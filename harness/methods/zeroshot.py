@@ -46,6 +46,8 @@ class PromptMethod:
                 prediction=scores.prediction[i],
                 top5=scores.top5[i],
                 confidence=scores.confidence[i],
+                msp=scores.confidence[i],
+                mcm=scores.mcm[i],
                 n_templates=len(templates),
                 template_set=templates.name,
                 seconds=s.teacher_seconds + share,

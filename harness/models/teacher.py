@@ -11,6 +11,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from torchvision import transforms
 
 from harness.models.teacher_config import TeacherConfig
 from harness.errors import HarnessError
@@ -91,6 +92,16 @@ class Teacher:
             self._image_flops = count_flops(lambda: self.encode_images(zeros))
         return self._image_flops
 
+
+
+def split_preprocess(preprocess: Callable) -> tuple[Callable, Callable]:
+    """A model's eval transform split at ToTensor: its PIL steps (resize, crop, RGB) and its Normalize,
+    so pixels can be changed in [0, 1] (an attack, a teacher's training batches) and normalised after."""
+    steps = list(getattr(preprocess, "transforms", ()))
+    cut = next((i for i, t in enumerate(steps) if isinstance(t, transforms.ToTensor)), None)  # open_clip's MaybeToTensor too
+    if cut is None or type(steps[-1]).__name__ != "Normalize":
+        raise HarnessError("the teacher's preprocessing must be PIL steps, ToTensor, ..., Normalize")
+    return transforms.Compose(steps[:cut]), steps[-1]
 
 
 def _refused(config: TeacherConfig, exc: pickle.UnpicklingError) -> str:

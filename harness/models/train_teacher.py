@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torchvision import transforms
 
-import harness.models.teacher  # noqa: F401  (registers the harness's configs with open_clip)
+from harness.models.teacher import split_preprocess  # also registers the harness's configs with open_clip
 from harness.errors import HarnessError
 from harness.methods.base import score
 from harness.seeding import derive_seed
@@ -69,13 +69,6 @@ class Corpus:
     """(dataset, class name, templates)."""
     roots: dict[str, str]
     """Where each dataset came from (the folder, or `drawn`)."""
-
-
-def _pre_normalise(preprocess: transforms.Compose) -> tuple[transforms.Compose, transforms.Normalize]:
-    """The model's eval transform split at ToTensor: PIL steps (resize, crop, RGB), and the Normalize."""
-    steps = list(preprocess.transforms)
-    cut = next(i for i, t in enumerate(steps) if isinstance(t, transforms.ToTensor))
-    return transforms.Compose(steps[:cut]), steps[-1]
 
 
 def build_corpus(cfg: TrainConfig, pil_steps: transforms.Compose) -> Corpus:
@@ -139,7 +132,7 @@ def train(cfg: TrainConfig, out: Path | None = None, progress: bool = True) -> t
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model, _, preprocess = open_clip.create_model_and_transforms(cfg.model)
-        pil_steps, normalise = _pre_normalise(preprocess)
+        pil_steps, normalise = split_preprocess(preprocess)
         corpus = build_corpus(cfg, pil_steps)
         prepared = time.perf_counter() - start
         tokenizer = open_clip.get_tokenizer(cfg.model)

@@ -70,7 +70,7 @@ def cells(rows: RowSet | pd.DataFrame, recall: bool = True) -> pd.DataFrame:
     if out.empty:
         return pd.DataFrame(columns=CELL_COLUMNS)
     orders = rowset.orders
-    key = out.apply(lambda r: (orders.rank("teachers", (r.model, r.pretrained)), _method_rank(orders, r.method),
+    key = out.apply(lambda r: (orders.rank("teachers", (r.model, r.pretrained)), method_rank(orders, r.method),
                                orders.rank("runs", r.run), orders.rank("tasks", r.task)), axis=1)
     out = out.iloc[sorted(range(len(out)), key=lambda i: key.iloc[i])].reset_index(drop=True)
     for column in ("n", "correct", "top5_n", "top5_correct", "errors"):
@@ -82,7 +82,7 @@ def cells(rows: RowSet | pd.DataFrame, recall: bool = True) -> pd.DataFrame:
     return out[CELL_COLUMNS]
 
 
-def _method_rank(orders: Orders, method: str) -> tuple:
+def method_rank(orders: Orders, method: str) -> tuple:
     """The paper's method order first (zeroshot, ensemble, tpt, apm), then the rows' own order."""
     from harness.report.tables import METHOD_ORDER
 

@@ -19,6 +19,8 @@ from harness.report.accuracy import cells
 from harness.report.paper import count_estimate, line_keys
 from harness.report.rowset import RowSet, as_rowset
 from harness.report.stats import RESAMPLES
+from harness.report.png import save_png
+from harness.report.reliability_figure import reliability_diagram
 from harness.report.stream_figure import stream_curves
 from harness.report.tables import method_label, teacher_label
 
@@ -30,9 +32,7 @@ ISLAND_PANEL = (2.5, 3)
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")  # no bbox_inches="tight": it would change the size
-    return path
+    return save_png(fig, path)  # type: ignore[return-value]
 
 
 def _label(method: str, model: str, pretrained: str) -> str:
@@ -260,10 +260,12 @@ def loss_curves(rows: RowSet | pd.DataFrame, path: Path, individual: int = 20) -
 
 
 def run_figures(rows: RowSet | pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Accuracy against seconds, TTT losses, and for online methods accuracy along the stream."""
+    """Accuracy against seconds, TTT losses, for online methods accuracy along the stream, and the
+    reliability diagrams where rows carry a confidence."""
     along = stream_curves(rows, out_dir / "accuracy_along_stream.png")
+    calibration = reliability_diagram(rows, out_dir / "reliability.png")
     return [accuracy_vs_seconds(rows, out_dir / "accuracy_vs_seconds.png"), loss_curves(rows, out_dir / "ttt_loss.png"),
-            *([along] if along else [])]
+            *([along] if along else []), *([calibration] if calibration else [])]
 
 
 def png_bytes(fig: Figure) -> bytes:

@@ -35,18 +35,20 @@ class ReportInput:
 
 
 RUN_STATS_SQL = """
-SELECT task, count(*) AS n, count(DISTINCT sample_id) AS samples, list(DISTINCT run_id) AS ids FROM rows GROUP BY task
+SELECT task, count(*) AS n, count(DISTINCT sample_id) AS samples, list(DISTINCT run_id) AS ids FROM all_rows GROUP BY task
 """
-"""Per task of one run: rows, samples with rows, and the run ids the rows carry."""
+"""Per task of one run (out-of-distribution tasks included): rows, samples with rows, and the run ids the rows carry."""
 OVERLAP_SQL = """
-WITH cells AS (SELECT DISTINCT run_id, task, method, model, pretrained FROM rows),
-shared AS (SELECT task, method, model, pretrained FROM cells GROUP BY ALL HAVING count(*) > 1)
+WITH measured AS (SELECT run_id, task, sample_id, method, model, pretrained, coalesce(attack, '') AS attack FROM all_rows),
+cells AS (SELECT DISTINCT run_id, task, method, model, pretrained, attack FROM measured),
+shared AS (SELECT task, method, model, pretrained, attack FROM cells GROUP BY ALL HAVING count(*) > 1)
 SELECT EXISTS (
-    SELECT 1 FROM rows JOIN shared USING (task, method, model, pretrained)
-    GROUP BY task, sample_id, method, model, pretrained HAVING count(DISTINCT run_id) > 1)
+    SELECT 1 FROM measured JOIN shared USING (task, method, model, pretrained, attack)
+    GROUP BY task, sample_id, method, model, pretrained, attack HAVING count(DISTINCT run_id) > 1)
 """
-"""Whether a (task, sample, method, teacher) appears in two runs: the same sample measured twice. Only
-cells that two runs share are looked at sample by sample, so disjoint runs cost one small query."""
+"""Whether a (task, sample, method, teacher, attack) appears in two runs: the same sample measured twice
+(a clean run and its attacked twin measure different things). Only cells that two runs share are
+looked at sample by sample, so disjoint runs cost one small query."""
 
 
 def newest_run_with_rows(root: Path) -> tuple[Path, int, tuple[str, ...]]:

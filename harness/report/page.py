@@ -27,8 +27,11 @@ from harness.report.plain import PlainReport, build_plain
 from harness.report.rowset import RowSet
 from harness.report.stats import RESAMPLES
 from harness.report.tables import TABLES
+from harness.report.trust import TRUST_TABLE, TrustReport, build_trust
+from harness.report.trust_html import grids as trust_grids
 
 PLAIN_TITLE = "apm-bench report: method x task"
+TRUST_TITLE = "apm-bench report: trust"
 
 
 def _nav(links: list[tuple[str, str]]) -> str:
@@ -45,6 +48,7 @@ def figures_section(rows: RowSet | pd.DataFrame) -> str:
     matplotlib is imported here, not with the module: the format registries import this page, and a
     markdown report should not pay for a plotting library."""
     from harness.report.figures import DPI, accuracy_figure, loss_figure, png_bytes
+    from harness.report.reliability_figure import reliability_figure
     from harness.report.stream_figure import stream_figure
 
     parts = ['<h2 id="figures">Figures</h2>']
@@ -57,6 +61,10 @@ def figures_section(rows: RowSet | pd.DataFrame) -> str:
     if along is not None:
         figures.append(("accuracy_along_stream", along, "Online methods: running top-1 accuracy along the stream, "
                                                         "mean over streams, band from the worst to the best."))
+    calibration = reliability_figure(rows)
+    if calibration is not None:
+        figures.append(("reliability", calibration, "Reliability: each method's clean in-distribution rows binned "
+                                                    "by confidence; a calibrated method's bars follow the diagonal."))
     for name, fig, caption in figures:
         width, height = (round(v * DPI) for v in fig.get_size_inches())
         data = base64.b64encode(png_bytes(fig)).decode("ascii")
@@ -106,6 +114,9 @@ def html_report(read: ReportInput, table: str | None = None, reference: bool = T
     if table is None:
         plain = build_plain(read.rows, seed, resamples, read.progress, read.notes)
         title, (links, tables) = PLAIN_TITLE, _plain_parts(plain)
+    elif table == TRUST_TABLE:
+        trust = build_trust(read.rows, seed, resamples, read.notes)
+        title, (links, tables) = TRUST_TITLE, _trust_parts(trust, read.progress.markers())
     else:
         report = build_report(read.rows, TABLES.get(table), reference, seed, resamples, read.notes, read.progress)
         title, (links, tables) = report.spec.title, _paper_parts(report)
@@ -118,6 +129,17 @@ def html_report(read: ReportInput, table: str | None = None, reference: bool = T
 def _side_by_side(rows: RowSet) -> bool:
     """Whether the runs' rows are kept apart by run (inputs.read_report_input), not pooled."""
     return bool(rows.query("SELECT count(*) FILTER (WHERE run <> '') > 0 FROM rows").iloc[0, 0])
+
+
+def _trust_parts(report: TrustReport, unfinished: tuple[str, ...] = ()) -> tuple[list[tuple[str, str]], str]:
+    grids = trust_grids(report)
+    return [(g.anchor, g.anchor) for g in grids], _markers(unfinished) + _tables(grids, [""] * len(grids))
+
+
+def trust_page(report: TrustReport) -> str:
+    """The page of a trust table alone (trust_render.TRUST_FORMATS): its tables."""
+    links, tables = _trust_parts(report)
+    return _page(TRUST_TITLE, links, [tables])
 
 
 def plain_page(report: PlainReport) -> str:

@@ -23,8 +23,15 @@ from harness.store import SCHEMA
 
 VIEW_COLUMNS = ("run_id", "task", "sample_id", "label", "method", "model", "pretrained", "correct", "top5_correct",
                 "error", "seconds", "ttt_steps", "flops", "peak_memory_bytes", "device", "losses", "stream", "stream_id",
-                "position")
-"""What the `rows` view exposes (plus `run`); a query reads only the ones it names."""
+                "position", "confidence", "msp", "mcm", "attack", "ood_of")
+"""What the views expose (plus `run`); a query reads only the ones it names. `rows` holds the
+in-distribution rows, every accuracy is computed from; `all_rows` adds the out-of-distribution ones
+(`ood_of` set: no right class), which only the trust table reads. In `rows` an attacked row's method
+is named with its attack (`tpt [pgd:eps=1/255,...]`), so every table shows it apart from the clean
+method, and a clean run and its attacked twin pool instead of counting a sample twice."""
+IN_DISTRIBUTION = """CREATE VIEW rows AS
+SELECT * REPLACE (CASE WHEN attack IS NULL THEN method ELSE method || ' [' || attack || ']' END AS method)
+FROM all_rows WHERE ood_of IS NULL"""
 MEMORY_LIMIT_ENV = "APM_BENCH_REPORT_MEMORY"
 """DuckDB's memory limit for a report (default 2GB); beyond it, aggregation spills to a temp folder."""
 
@@ -60,7 +67,8 @@ class RowSet:
         present = set(relation.columns)
         columns = [c if c in present else f"NULL::{_duck_type(c)} AS {c}" for c in VIEW_COLUMNS]  # older files
         run = "run_id" if run_labels else "''"
-        connection.execute(f"CREATE VIEW rows AS SELECT {run} AS run, {', '.join(columns)} FROM parquet_rows")
+        connection.execute(f"CREATE VIEW all_rows AS SELECT {run} AS run, {', '.join(columns)} FROM parquet_rows")
+        connection.execute(IN_DISTRIBUTION)
         return cls(connection, orders or Orders())
 
     @classmethod
@@ -73,7 +81,8 @@ class RowSet:
                                      preserve_index=False)
         connection = _connect()
         connection.register("frame_rows", table)
-        connection.execute("CREATE VIEW rows AS SELECT * FROM frame_rows")
+        connection.execute("CREATE VIEW all_rows AS SELECT * FROM frame_rows")
+        connection.execute(IN_DISTRIBUTION)
         teachers = tuple(dict.fromkeys(zip(frame["model"], frame["pretrained"])))
         orders = Orders(tuple(dict.fromkeys(frame["run"])), tuple(dict.fromkeys(frame["task"])),
                         tuple(dict.fromkeys(frame["method"])), teachers)

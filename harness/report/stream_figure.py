@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from harness.report.png import save_png
 from harness.report.rowset import RowSet, as_rowset
 
 POINTS = 200
@@ -57,9 +58,4 @@ def stream_figure(rows: RowSet | pd.DataFrame) -> Figure | None:
 
 
 def stream_curves(rows: RowSet | pd.DataFrame, path: Path) -> Path | None:
-    fig = stream_figure(rows)
-    if fig is None:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return save_png(stream_figure(rows), path)
