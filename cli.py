@@ -28,6 +28,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 METHOD_NAMES = ", ".join(METHODS.names())
 TASK_NAMES = ", ".join(TASKS.names())
 
+
 def run_seeds(options: dict, text: str) -> None:
     """`run --seeds 0,1,2`: the same run once per seed, the samples drawn with the first (subset_seed),
     each in its own run directory RUN_ID-seedS (RUN_ID default: seeds-<time>), then the report line
@@ -64,7 +65,7 @@ def paired_tasks(problems: list[str], option: str) -> tuple[str, ...]:
 @interruptible
 def run(
     suite: Annotated[Optional[str], typer.Option(help="Named suite: smoke, natural-shift, imagenet-c, fine-grained, "
-                                                       "fashion-mnist-c (`apm-bench ls`).")] = None,
+                                                       "fashion-mnist-c, ood-mcm (`apm-bench ls`).")] = None,
     task: Annotated[Optional[list[str]], typer.Option(help=f"Task spec FAMILY[/PARAM...][:PATH], repeatable; families: {TASK_NAMES}.")] = None,
     method: Annotated[Optional[list[str]], typer.Option(help=f"Method, repeatable or comma-separated: {METHOD_NAMES}.")] = None,
     ood: Annotated[Optional[list[str]], typer.Option(

@@ -145,3 +145,21 @@ def test_reliability_diagrams_bin_as_the_ece_does(frame, tmp_path):
     assert len(reliability_figure(frame).axes) == 2  # one panel per method; attacked and OOD rows left out
     assert reliability_diagram(frame, tmp_path / "figures" / "reliability.png").stat().st_size > 10_000
     assert reliability_figure(frame.assign(confidence=None)) is None
+
+
+def test_the_ece_interval_holds_its_estimate_although_resamples_inflate_ece():
+    """Calibrated by construction (hits drawn at the stated confidence): resampled ECEs lie above the
+    estimate; the interval keeps their spread, centred on the estimate."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(100):
+        c = float(rng.uniform(0.3, 1.0))
+        rows.append(dataclasses.replace(make_row("t1", "zeroshot", i, bool(rng.uniform() < c)), confidence=c, msp=c))
+    report = build_trust(pd.DataFrame([dataclasses.asdict(r) for r in rows]), resamples=400)
+    ece = report.lines[0].ece
+    raw = tm.ece_replicates(np.array([r.confidence for r in rows]), np.array([r.correct for r in rows]), 400,
+                            np.random.default_rng(0))
+    assert 100 * np.median(raw) > ece.value  # the bias
+    assert ece.low < ece.value < ece.high
+    low, high = np.percentile(100 * raw, [2.5, 97.5])
+    assert ece.high - ece.low == pytest.approx(high - low, rel=0.3)  # the same spread (another generator)

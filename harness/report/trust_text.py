@@ -14,7 +14,7 @@ ACCURACY_COLUMNS = (
     ("accuracy", "accuracy", "top-1 accuracy, mean over the in-distribution tasks", False),
     ("delta", "vs zero-shot", "mean paired difference against zero-shot (points); interval with tasks as clusters", True),
     ("mcnemar", "McNemar +/-", f"tasks where McNemar's exact test (p < {SIGNIFICANCE}) finds it better / worse, of those paired", False),
-    ("ece", "ECE", "expected calibration error of the confidence (20 bins, C-TPT's), mean over tasks; lower is better", False),
+    ("ece", "ECE", "expected calibration error of the confidence (20 bins, C-TPT's), mean over tasks; its interval the resamples' spread centred on it; lower is better", False),
     ("robust", "robust accuracy", "top-1 accuracy on attacked images (--attack), mean over tasks", False),
 )
 OOD_COLUMNS = (
