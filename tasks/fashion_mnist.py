@@ -178,7 +178,8 @@ def planned_corrupted(request: TaskRequest) -> PlannedTask:
 
 
 OPEN_SET = {"in": (0, 1, 2, 3, 4), "out": (5, 6, 7, 8, 9)}
-"""The open-set halves (tasks.open_set): tops, trousers, dresses and coats in; shoes, shirts, bags out."""
+"""The open-set halves (tasks.open_set): T-shirts/tops, trousers, pullovers, dresses and coats in;
+sandals, shirts, sneakers, bags and ankle boots out."""
 OPEN_SIZE = KnownSize(5_000, "Fashion-MNIST t10k, 1,000 test images per class")
 
 

@@ -93,5 +93,3 @@ def stability_table(report: TrustReport) -> tuple[str, tuple[str, ...], list[lis
     body = [[(s.method,), *(((teacher_label(s.model, s.pretrained),),) if teachers else ()), (str(s.runs),),
              _spread(s.accuracy), _spread(s.ece), _spread(s.auroc)] for s in report.stability]
     return STABILITY_TITLE, headers, body, (STABILITY_NOTE,)
-
-
