@@ -36,11 +36,14 @@ def run_seeds(options: dict, text: str) -> None:
     import datetime as dt
 
     try:
-        values = list(dict.fromkeys(int(v) for v in text.split(",") if v.strip()))
+        values = [int(v) for v in text.split(",")]
     except ValueError:
         raise HarnessError(f"--seeds expects comma-separated integers such as 0,1,2, not '{text}'") from None
-    if not values or options["resume"] is not None:
-        raise HarnessError("--seeds needs at least one seed and cannot be combined with --resume")
+    if len(set(values)) < len(values):
+        raise HarnessError(f"--seeds {text}: each seed once")
+    if options["resume"] is not None or options["seed"] != 0:
+        raise HarnessError("--seeds gives each run its seed: drop --seed" if options["seed"] != 0 else
+                           "--seeds starts new runs: it cannot be combined with --resume")
     base = options["run_id"] or f"seeds-{dt.datetime.now():%Y%m%d-%H%M%S}"
     dirs = []
     for value in values:
@@ -199,7 +202,7 @@ def run(
         stream=stream,
         streams=streams,
         feature_cache=feature_cache is not None,
-        attack=collect(problems, AttackConfig.parse, attack) if attack else None,
+        attack=collect(problems, AttackConfig.parse, attack) if attack is not None else None,
         subset_seed=subset_seed,
     )
     execution = ExecConfig(
@@ -219,11 +222,11 @@ def run(
     tasks: list = []
     if config is not None:  # a plan prices a task whose data is absent from its published size
         config, tasks, found = check(config, execution, plan_missing=dry_run)
-        if suite and chosen is None:  # a misspelt suite: its tasks and methods are not missing as well
-            found = [p for p in found if p not in missing_work(config)]
+        if (suite and chosen is None) or (ood and not config.tasks):  # a misspelt suite or --ood: its tasks
+            found = [p for p in found if p not in missing_work(config)]  # are not missing as well
         problems += found
     if problems:
-        raise Problems(problems)
+        raise Problems(list(dict.fromkeys(problems)))  # an ID task named by two specs is one problem
     if dry_run:
         from harness.plan import cost_lines, render, task_lines, weight_lines
 
@@ -293,6 +296,7 @@ def report(
     from harness.report.render import FORMATS, render, render_table
     from harness.report.render_paper import PAPER_FORMATS
     from harness.report.tables import TABLES
+    from harness.registry import unknown_name_message
     from harness.report.trust import TRUST_TABLE, build_trust
     from harness.report.trust_render import TRUST_FORMATS
 
@@ -300,8 +304,10 @@ def report(
         FORMATS.get(format)
     elif table == TRUST_TABLE:
         TRUST_FORMATS.get(format)
+    elif table not in TABLES:  # unknown names fail before any file is read
+        raise HarnessError(unknown_name_message("table (--table)", table, [*TABLES.names(), TRUST_TABLE]))
     else:
-        TABLES.get(table), PAPER_FORMATS.get(format)  # unknown names fail before any file is read
+        PAPER_FORMATS.get(format)
     read = read_report_input(list(dict.fromkeys(run_dirs or [])), out_root, allow_incomplete)
     if format == "html":  # one page: the tables, and what only the runs have (figures, samples, provenance)
         from harness.report.page import html_report

@@ -46,7 +46,8 @@ class AttackConfig:
         if self.kind not in KINDS:
             raise HarnessError(f"--attack must be one of {', '.join(KINDS)}, not '{self.kind}'")
         if not 0 < self.eps <= 1 or self.steps < 1 or (self.step is not None and not 0 < self.step <= 1):
-            raise HarnessError(f"--attack {self.label}: eps and step must lie in (0, 1], steps be at least 1")
+            raise HarnessError(f"--attack: eps ({self.eps:g}) and step ({self.step_size:g}) must lie in (0, 1] and "
+                               f"steps ({self.steps}) be at least 1")
         if self.target not in TARGETS:
             raise HarnessError(f"--attack target must be one of {', '.join(TARGETS)}, not '{self.target}'")
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
+from harness.registry import unknown_name_message
 from tasks.base import LoadedImage, SampleRef, Task
 from tasks.families import TASKS, TaskFamily
 from tasks.folder import FolderTask
@@ -69,6 +70,13 @@ def split_spec(spec: str) -> tuple[str, str] | None:
 
 
 def scored_against(inner: Task, known: Task) -> OutOfDistribution:
+    """Refused when the OOD data's own classes share a name with the ID task's: those images would be
+    counted as unknown although the classifier knows their class."""
+    shared = sorted(set(inner.classnames) & set(known.classnames))
+    if shared:
+        raise HarnessError(f"task {inner.name}{SEPARATOR}{known.name}: {len(shared)} of its classes are also "
+                           f"{known.name}'s ({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}); "
+                           "out-of-distribution data must hold none of them")
     return OutOfDistribution(inner, known.classnames, known.templates, known.protocol,
                              f"{inner.version}+{known.version}", ood_of=known.name)
 
@@ -79,14 +87,24 @@ def planned_against(inner: PlannedTask, known: Task) -> PlannedTask:
                                templates=known.templates)
 
 
+def _family(spec: str) -> str:
+    return spec.partition(":")[0].split("/")[0]
+
+
 def ood_pair(option: str, known_family: set[str]) -> tuple[str, str]:
     """`--ood ID:OOD` as (ID spec, OOD spec). Both specs may hold ':' (imagefolder:PATH): the split is
-    the one ':' after which a registered task family begins."""
+    the one ':' after which a registered task family begins. The two must differ."""
     cuts = [i for i, c in enumerate(option) if c == ":" and 0 < i < len(option) - 1]
-    found = [(option[:i], option[i + 1 :]) for i in cuts if option[i + 1 :].partition(":")[0].split("/")[0] in known_family]
+    pairs = [(option[:i], option[i + 1 :]) for i in cuts]
+    found = [p for p in pairs if _family(p[1]) in known_family]
     if len(found) != 1:
+        named = [p for p in pairs if _family(p[0]) in known_family]
+        if not found and len(named) == 1:  # the ID side is a task; the other is not
+            raise HarnessError(f"--ood {option}: " + unknown_name_message("task", _family(named[0][1]), known_family))
         raise HarnessError(f"--ood {option}: expected ID_TASK:OOD_TASK with two task specs, e.g. "
                            "imagenet:mcm-inaturalist or fashion-mnist-open/in:fashion-mnist-open/out")
+    if found[0][0] == found[0][1]:
+        raise HarnessError(f"--ood {option}: a task cannot be out of its own distribution; name two tasks")
     return found[0]
 
 

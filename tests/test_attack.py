@@ -37,9 +37,11 @@ def test_settings_parse_with_r_tpt_defaults_and_name_the_flag_on_errors():
     assert AttackConfig(eps=4 / 255, step=2 / 255, target="label").label == "pgd:eps=4/255,steps=7,step=2/255,target=label"
     custom = AttackConfig.parse("pgd:eps=4/255, steps=3,step=1/255,target=label")
     assert (custom.eps, custom.steps, custom.step_size, custom.target) == (4 / 255, 3, 1 / 255, "label")
-    for bad in ("fgsm", "pgd:eps=2", "pgd:steps=two", "pgd:eps=x/255", "pgd:size=3", "pgd:target=mean"):
+    for bad in ("fgsm", "", "pgd:eps=2", "pgd:steps=two", "pgd:eps=x/255", "pgd:size=3", "pgd:target=mean"):
         with pytest.raises(HarnessError, match="attack"):
             AttackConfig.parse(bad)
+    with pytest.raises(HarnessError, match=r"eps \(-1\) and step \(-0.25\) must lie in \(0, 1\]"):
+        AttackConfig.parse("pgd:eps=-1")  # the values given, not a label made from them
 
 
 def test_the_attacked_image_stays_in_the_ball_is_seeded_and_is_8_bit(mini):

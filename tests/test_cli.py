@@ -169,3 +169,8 @@ def test_each_paper_suite_names_the_table_its_rows_fill():
     # a paper layout's columns are its suite's tasks (the Fashion-MNIST suite adds its open-set pair after them)
     assert all(SUITES.get(name).tasks[:len(TABLES.get(table).tasks)] == TABLES.get(table).tasks
                for name, table in tables.items() if table and table != "trust")
+
+
+def test_an_unknown_report_table_lists_trust_among_the_choices(tmp_path):
+    done = apm_bench("report", "--table", "trusts", cwd=tmp_path)
+    assert done.returncode != 0 and "did you mean 'trust'" in done.stderr and "natural-shift" in done.stderr

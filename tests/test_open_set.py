@@ -26,6 +26,16 @@ def test_ood_pairs_split_where_a_task_family_begins():
     problems: list[str] = []
     assert paired_tasks(problems, "imagenet:mcm-sun") == ("imagenet", "mcm-sun@imagenet")
     assert paired_tasks(problems, "imagenet") == () and "--ood imagenet" in problems[0]
+    with pytest.raises(HarnessError, match="unknown task 'nosuch'"):
+        ood_pair("fashion-mnist-open/in:nosuch", families)
+    with pytest.raises(HarnessError, match="cannot be out of its own distribution"):
+        ood_pair("fashion-mnist-open/in:fashion-mnist-open/in", families)
+
+
+def test_ood_data_may_not_hold_a_class_of_the_id_task():
+    """fog's ten classes include the open set's five `out` ones: those images are not unknown to it."""
+    with pytest.raises(HarnessError, match=r"5 of its classes are also fashion-mnist-c/fog/5's \(Ankle boot, Bag, Sandal"):
+        resolve_task("fashion-mnist-open/out@fashion-mnist-c/fog/5")
 
 
 def test_mcm_sets_read_their_layouts_under_the_data_root_and_need_an_id_task(tmp_path, image_folder):

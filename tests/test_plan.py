@@ -193,5 +193,7 @@ def test_seeds_plan_one_run_per_seed_and_refuse_bad_lists(tmp_path):
     text = _plan(tmp_path, "--seeds", "0,3", "--run-id", "study", "--limit", "12")
     assert "seed 0: run study-seed0" in text and "seed 3: run study-seed3" in text
     assert text.count("| synthetic") == 2 and not (tmp_path / "results").exists()
-    done = CliRunner().invoke(cli.app, ["plan", *SMOKE, "--seeds", "0,x"])
-    assert done.exit_code != 0 and "--seeds expects comma-separated integers" in str(done.exception)
+    for seeds, extra, message in (("0,x", [], "--seeds expects comma-separated integers"), ("0,1,0", [], "each seed once"),
+                                  ("0,1", ["--seed", "3"], "drop --seed"), ("", [], "--seeds expects")):
+        done = CliRunner().invoke(cli.app, ["plan", *SMOKE, "--seeds", seeds, *extra])
+        assert done.exit_code != 0 and message in str(done.exception), (seeds, done.exception)

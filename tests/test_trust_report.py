@@ -142,7 +142,7 @@ def test_reliability_diagrams_bin_as_the_ece_does(frame, tmp_path):
     expected = tm.reliability(conf, hits)
     assert dict(zip(mine["bin"], mine["n"])) == {b: int(n) for b, n in enumerate(expected.counts) if n}
     assert np.allclose(mine["accuracy"], expected.accuracy[expected.counts > 0])
-    assert len(reliability_figure(frame).axes) == 2  # one panel per method; attacked and OOD rows left out
+    assert len(reliability_figure(frame).axes) == 4  # a panel per method, attacked ones apart; no OOD rows
     assert reliability_diagram(frame, tmp_path / "figures" / "reliability.png").stat().st_size > 10_000
     assert reliability_figure(frame.assign(confidence=None)) is None
 
@@ -163,3 +163,21 @@ def test_the_ece_interval_holds_its_estimate_although_resamples_inflate_ece():
     assert ece.low < ece.value < ece.high
     low, high = np.percentile(100 * raw, [2.5, 97.5])
     assert ece.high - ece.low == pytest.approx(high - low, rel=0.3)  # the same spread (another generator)
+
+
+def test_the_notes_say_what_an_empty_column_needs_from_what_was_read(frame):
+    from harness.report.trust_text import ATTACKED_OOD, NO_ATTACK, NO_CLEAN, NO_MCM, NO_OOD
+
+    def notes(rows):
+        return TRUST_FORMATS.get("markdown")(build_trust(rows, resamples=100))
+
+    attacked = frame[frame["attack"].notna()]
+    alone = notes(attacked)
+    assert NO_CLEAN.split(":")[0] in alone and "No confidences" not in alone and "robust accuracy" in alone
+    assert NO_OOD.split(":")[0] in alone and "ECE:" not in alone  # the legend names the shown columns only
+    unknown = frame[frame["ood_of"].notna()].assign(attack=ATTACK)
+    assert ATTACKED_OOD.split(";")[0] in notes(pd.concat([attacked, unknown]))
+    clean = notes(frame[frame["attack"].isna()])
+    assert NO_ATTACK.split(":")[0] in clean and NO_MCM not in clean  # both methods have MCM scores
+    no_mcm = frame.assign(mcm=np.where(frame["method"] == "m", None, frame["mcm"]))
+    assert NO_MCM in notes(no_mcm)

@@ -138,6 +138,6 @@ def read_report_input(run_dirs: list[Path] | None, root: Path, allow_incomplete:
         notes.append("These runs measured some of the same samples, so they are not pooled: each run has its own "
                      "rows, labelled by run id.")
     elif len(kept) > 1:
-        notes.append("These runs share no sample, method and teacher, so their rows are pooled.")
+        notes.append("These runs share no sample, method, teacher and attack, so their rows are pooled.")
     rows = RowSet.from_files(files, run_labels=overlap, orders=_orders(manifests, run_ids if overlap else [""]))
     return ReportInput(rows, tuple(reads), tuple(notes))

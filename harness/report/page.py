@@ -28,6 +28,7 @@ from harness.report.rowset import RowSet
 from harness.report.stats import RESAMPLES
 from harness.report.tables import TABLES
 from harness.report.trust import TRUST_TABLE, TrustReport, build_trust
+from harness.report.trust_html import empty_notes as trust_empty_notes
 from harness.report.trust_html import grids as trust_grids
 
 PLAIN_TITLE = "apm-bench report: method x task"
@@ -133,7 +134,8 @@ def _side_by_side(rows: RowSet) -> bool:
 
 def _trust_parts(report: TrustReport, unfinished: tuple[str, ...] = ()) -> tuple[list[tuple[str, str]], str]:
     grids = trust_grids(report)
-    return [(g.anchor, g.anchor) for g in grids], _markers(unfinished) + _tables(grids, [""] * len(grids))
+    empty = "".join(f"<p>{html.escape(note)}</p>" for note in trust_empty_notes(report))
+    return [(g.anchor, g.anchor) for g in grids], _markers(unfinished) + _tables(grids, [""] * len(grids)) + empty
 
 
 def trust_page(report: TrustReport) -> str:

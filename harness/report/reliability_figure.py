@@ -1,6 +1,7 @@
-"""Reliability diagrams: per method, its clean in-distribution rows pooled over tasks and binned by
-confidence (trust_metrics' 20 bins), each bin's accuracy against its mean confidence, with the
-diagonal of perfect calibration and the pooled ECE in the panel's title. The tallies are computed in
+"""Reliability diagrams: per method (an attacked one apart, as every table shows it), its
+in-distribution rows pooled over tasks and binned by confidence (trust_metrics' 20 bins), each bin's
+accuracy against its mean confidence, with the diagonal of perfect calibration and the pooled ECE in
+the panel's title (pooled: the trust table's ECE is the mean of each task's). The tallies are computed in
 the database (a count, a confidence sum and a hit count per bin), so any number of rows draws in
 bounded memory."""
 
@@ -23,8 +24,7 @@ BINS_SQL = f"""
 WITH scored AS (
     SELECT method, model, pretrained, confidence, correct::DOUBLE AS hit,
            least(greatest(ceil(confidence * {ECE_BINS}) - 1, 0), {ECE_BINS - 1})::INTEGER AS bin
-    FROM all_rows WHERE error IS NULL AND attack IS NULL AND ood_of IS NULL AND confidence IS NOT NULL
-      AND correct IS NOT NULL)
+    FROM rows WHERE error IS NULL AND confidence IS NOT NULL AND correct IS NOT NULL)
 SELECT method, model, pretrained, bin, count(*) AS n, avg(confidence) AS confidence, avg(hit) AS accuracy,
        sum(confidence - hit) AS gap
 FROM scored GROUP BY ALL ORDER BY method, model, pretrained, bin
@@ -56,7 +56,7 @@ def reliability_figure(rows: RowSet | pd.DataFrame) -> Figure | None:
         ax.plot(part["confidence"], part["accuracy"], ".", color="crimson", markersize=3)
         pooled_ece = 100.0 * float(np.abs(part["gap"]).sum() / part["n"].sum())
         title = method + (f" ({model}/{pretrained})" if len(teachers) > 1 else "")
-        ax.set_title(f"{title}\nECE {pooled_ece:.1f}%, n={int(part['n'].sum())}", fontsize="small")
+        ax.set_title(f"{title}\npooled ECE {pooled_ece:.1f}%, n={int(part['n'].sum())}", fontsize="small")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence", fontsize="small")

@@ -138,6 +138,9 @@ class TrustReport:
     resamples: int
     stability: tuple[StabilityLine, ...] = ()
     """The spread over runs side by side, where a method has several (`run --seeds`)."""
+    kinds: frozenset[str] = frozenset()
+    """Which rows were read: `clean`, `attacked` (in distribution), `ood`, `attacked-ood`; the notes
+    say what an empty column needs from them."""
 
 
 def _key(*parts: object) -> str:
@@ -255,7 +258,11 @@ def build_trust(rows: RowSet | pd.DataFrame, seed: int = 0, resamples: int = RES
                                _mean(ood.get("auroc_msp", [])), _mean(ood.get("fpr95_msp", [])),
                                _mean(ood.get("aupr_msp", [])), _mean(ood.get("auroc_mcm", [])),
                                _mean(ood.get("fpr95_mcm", [])), _mean(robust)))
-    return TrustReport(tuple(lines), tuple(build.records), notes, seed, resamples, stability(lines))
+    attacked, unknown = cells["attack"].notna(), cells["ood_of"].notna()
+    kinds = {"clean": ~attacked & ~unknown, "attacked": attacked & ~unknown, "ood": ~attacked & unknown,
+             "attacked-ood": attacked & unknown}
+    return TrustReport(tuple(lines), tuple(build.records), notes, seed, resamples, stability(lines),
+                       frozenset(k for k, mask in kinds.items() if bool(mask.any())))
 
 
 def _versus(build: _Builder, key: tuple, pairs: pd.DataFrame, tasks: list[str]) -> tuple[Cell, int, int, int]:

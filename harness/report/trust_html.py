@@ -6,7 +6,7 @@ from __future__ import annotations
 from harness.report.htmltable import Column, Entry, Grid, Record
 from harness.report.tables import teacher_label
 from harness.report.trust import TrustReport
-from harness.report.trust_text import ACCURACY_COLUMNS, LEGEND, OOD_COLUMNS, STABILITY_TITLE, TITLE, tables
+from harness.report.trust_text import ACCURACY_COLUMNS, OOD_COLUMNS, STABILITY_TITLE, TITLE, shown_legend, tables
 
 
 ANCHORS = {TITLE: "trust", STABILITY_TITLE: "stability"}
@@ -25,6 +25,11 @@ def grids(report: TrustReport) -> list[Grid]:
         cols = tuple(Column(headers[i], meaning.get(headers[i], headers[i])) for i in shown[1:])
         records = tuple(Record(line[0][0], tuple(Entry(line[i][0], " ".join(line[i][1:])) for i in shown[1:]),
                                group=teacher, kind="measured") for line, teacher in zip(body, teachers))
-        legend = (LEGEND,) if title == TITLE else ()
+        legend = (shown_legend(report),) if title == TITLE else ()
         out.append(Grid(ANCHORS.get(title, "ood"), title, cols, records, best=None, notes=(*notes, *legend)))
     return out
+
+
+def empty_notes(report: TrustReport) -> tuple[str, ...]:
+    """The notes of the tables that have no column to show (what would fill them)."""
+    return tuple(note for _, _, body, notes in tables(report) if not body for note in notes)

@@ -14,7 +14,7 @@ from harness.report import latex as tex
 from harness.report import markdown as md
 from harness.report.page import trust_page
 from harness.report.trust import TrustReport
-from harness.report.trust_text import LEGEND, tables
+from harness.report.trust_text import shown_legend, tables
 from harness.text import markdown_cell
 
 
@@ -27,7 +27,7 @@ def markdown(report: TrustReport) -> str:
             text.append(md.table([markdown_cell(h) for h in headers], escaped, fixed=1))
         text += [md.wrap(n) for n in notes]
         parts.append("\n\n".join(text))
-    parts.append(md.wrap(LEGEND))
+    parts.append(md.wrap(shown_legend(report)))
     parts += [md.wrap(f"note: {n}") for n in report.notes]
     return "\n\n".join(parts)
 
@@ -35,7 +35,7 @@ def markdown(report: TrustReport) -> str:
 def latex(report: TrustReport) -> str:
     parts = [tex.PREAMBLE]
     for title, headers, body, notes in tables(report):
-        parts.append(tex.table(title, headers, body, notes=(*notes, LEGEND) if body else notes))
+        parts.append(tex.table(title, headers, body, notes=(*notes, shown_legend(report)) if body else notes))
     return "\n\n".join(parts)
 
 

@@ -10,6 +10,7 @@ from harness.report.trust import SIGNIFICANCE, Spread, TrustLine, TrustReport
 from harness.report.values import Cell
 
 TITLE = "Trust: accuracy, calibration, robustness and out-of-distribution detection (%)"
+OOD_TITLE = "Out-of-distribution detection (%)"
 ACCURACY_COLUMNS = (
     ("accuracy", "accuracy", "top-1 accuracy, mean over the in-distribution tasks", False),
     ("delta", "vs zero-shot", "mean paired difference against zero-shot (points); interval with tasks as clusters", True),
@@ -24,14 +25,22 @@ OOD_COLUMNS = (
     ("auroc_mcm", "AUROC (MCM)", "AUROC of the MCM score (softmax at temperature 1 of cosine-scale logits)", False),
     ("fpr95_mcm", "FPR95 (MCM)", "FPR95 of the MCM score; lower is better", False),
 )
-EMPTY = {
-    "robust": "No attacked rows: robust accuracy needs a run with --attack pgd (report it beside the clean run).",
-    "ece": "No confidences recorded.",
-}
+NO_CLEAN = ("No clean in-distribution rows: accuracy, ECE and the tests against zero-shot need a run without --attack; "
+            "report it beside this one.")
+NO_ATTACK = "No attacked rows: robust accuracy needs a run with --attack pgd (report it beside the clean run)."
+NO_CONFIDENCE = "No confidences recorded (rows of an older version): no ECE."
 NO_OOD = ("No out-of-distribution rows: run a pairing (--ood ID:OOD, e.g. fashion-mnist-open/in:fashion-mnist-open/out, "
           "or a suite that names one) to fill AUROC, FPR95 and AUPR.")
-LEGEND = ("Each value is a mean over tasks with its 95% bootstrap interval in brackets. " + " ".join(
-    f"{short}: {full}." for _, short, full, _ in ACCURACY_COLUMNS + OOD_COLUMNS))
+ATTACKED_OOD = ("The out-of-distribution rows read are attacked ones; AUROC, FPR95 and AUPR compare clean rows: report "
+                "the clean run beside this one.")
+NO_MCM = "MCM: - where a method's output is not logits (dmn, dmn-weak, onzeta, ecalp: README, \"Trust\")."
+
+
+def legend(columns: tuple) -> str:
+    """What the shown columns mean."""
+    return ("Each value is a mean over tasks with its 95% bootstrap interval in brackets. "
+            + " ".join(f"{short}: {full}." for _, short, full, _ in columns))
+
 
 
 def _cell_parts(cell: Cell, signed: bool) -> Parts:
@@ -54,16 +63,30 @@ def _filled(report: TrustReport, columns: tuple) -> tuple:
         (line.tasks if c[0] == "mcnemar" else getattr(line, c[0]).value is not None) for line in report.lines))
 
 
-def tables(report: TrustReport) -> list[tuple[str, tuple[str, ...], list[list[Parts]], tuple[str, ...]]]:
-    """(title, headers, body, notes) of the accuracy and the OOD table (the latter only with OOD rows)."""
+def _notes(report: TrustReport, accuracy: tuple, ood: tuple) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What each table's empty columns need, from what rows were read."""
+    shown = {c[0] for c in accuracy + ood}
+    first = [NO_CLEAN] if "clean" not in report.kinds else ([NO_CONFIDENCE] if "ece" not in shown else [])
+    first += [NO_ATTACK] if "attacked" not in report.kinds else []
+    second = [] if ood else [ATTACKED_OOD if "attacked-ood" in report.kinds and "ood" not in report.kinds else NO_OOD]
+    if any(line.auroc.value is not None and line.auroc_mcm.value is None for line in report.lines):
+        second.append(NO_MCM)
+    return tuple(first), tuple(second)
+
+
+Table = tuple[str, tuple[str, ...], list[list[Parts]], tuple[str, ...]]
+
+
+def tables(report: TrustReport) -> list[Table]:
+    """(title, headers, body, notes) of the accuracy and the OOD table, and the stability table where
+    runs stand side by side; a table without columns has its notes only."""
     teachers = len({(line.model, line.pretrained) for line in report.lines}) > 1
-    out = []
-    accuracy = _filled(report, ACCURACY_COLUMNS)
-    notes = tuple(note for key, note in EMPTY.items() if key not in [c[0] for c in accuracy])
-    for title, columns, extra in ((TITLE, accuracy, notes), ("Out-of-distribution detection (%)", _filled(report, OOD_COLUMNS), ())):
+    accuracy, ood = _filled(report, ACCURACY_COLUMNS), _filled(report, OOD_COLUMNS)
+    notes = _notes(report, accuracy, ood)
+    out: list[Table] = []
+    for title, columns, extra in ((TITLE, accuracy, notes[0]), (OOD_TITLE, ood, notes[1])):
         if not columns:
-            if title != TITLE:
-                out.append((title, (), [], (NO_OOD,)))
+            out.append((title, (), [], extra))
             continue
         headers = ("method", *(("teacher",) if teachers else ()), *(c[1] for c in columns))
         body = [[(line.label,), *(((teacher_label(line.model, line.pretrained),),) if teachers else ()),
@@ -72,6 +95,10 @@ def tables(report: TrustReport) -> list[tuple[str, tuple[str, ...], list[list[Pa
     if report.stability:
         out.append(stability_table(report))
     return out
+
+
+def shown_legend(report: TrustReport) -> str:
+    return legend(_filled(report, ACCURACY_COLUMNS) + _filled(report, OOD_COLUMNS))
 
 
 STABILITY_TITLE = "Stability over runs side by side (seeds, %)"
