@@ -6,6 +6,7 @@ import functools
 import inspect
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from harness.commands.common import INTERRUPTED, DataRoot, echo, interruptible, 
 from harness.commands.run_file import read_settings_tables, use_run_file
 from harness.attack_config import AttackConfig
 from harness.config import DataConfig, ExecConfig, RunConfig, TeacherConfig
+from harness import interrupts
 from harness.errors import HarnessError, Interrupted
 from harness.methods import METHODS
 from harness.text import terminal_safe
@@ -47,6 +49,7 @@ def run_seeds(options: dict, text: str) -> None:
     base = options["run_id"] or f"seeds-{dt.datetime.now():%Y%m%d-%H%M%S}"
     dirs = []
     for value in values:
+        interrupts.rearm()  # a signal after the previous seed's run stops the loop here
         run_id = f"{base}-seed{value}"
         echo(f"seed {value}: run {run_id}", err=True)
         run(**{**options, "seed": value, "subset_seed": values[0], "run_id": run_id})
@@ -243,6 +246,7 @@ def run(
     for line in estimate(config, execution, tasks):  # what the run will be, before its first shard
         echo(line, err=True)
     summary = run_engine(config, execution, tasks)
+    interrupts.settle()  # the run's files are all written: a signal now must not turn it into an error
     for line in summary.repaired:
         echo(f"set aside in quarantine/: {line}", err=True)
     if summary.rerun:
@@ -359,8 +363,6 @@ def _stop(message: str, code: int) -> None:
 def main() -> None:
     """Console entry point: user errors become one line on stderr each and a non-zero exit, never a
     traceback; Ctrl-C and SIGTERM stop cleanly with exit code 130 whenever they arrive."""
-    from harness import interrupts
-
     interrupts.install()
     logging.getLogger().setLevel(logging.ERROR)
     try:
@@ -382,7 +384,15 @@ def main() -> None:
         if exc.format_message():  # empty when the parser has just printed the help
             echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
         sys.exit(getattr(exc, "exit_code", 2) or 2)
-    sys.exit(code or 0)
+    # the command is done: a signal now would only cut the interpreter's teardown short, and Ray's exit
+    # hooks put SIGTERM back to its default (a run that finished was seen killed with 143); leave at
+    # once, as _stop does, with signals ignored
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

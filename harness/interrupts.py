@@ -48,6 +48,21 @@ def deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def settle() -> None:
+    """The work a signal would stop is done (a run that wrote all its files): from here on a signal is
+    only recorded, so the summary is printed and the process exits 0 instead of dying half-way (Ray's
+    shutdown may leave SIGTERM at its default, which kills with 143) or saying nothing was written."""
+    _state["raised"] = True
+    install()
+
+
+def rearm() -> None:
+    """Signals stop work again (the next run of `run --seeds`); one that came meanwhile stops it at once."""
+    _state["raised"] = False
+    install()
+    check()
+
+
 def check() -> None:
     """A checkpoint: raise KeyboardInterrupt if a signal came (even one whose exception was swallowed)."""
     if _received:

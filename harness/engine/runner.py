@@ -165,9 +165,17 @@ def run(config: RunConfig, execution: ExecConfig, tasks: list[Task] | None = Non
         raise HarnessError("this run reads the teacher's features from a cache: give --feature-cache DIR")
     shards = plan_shards(tasks, config.shard_size, config.data.limit, config.sample_seed) if config.episodic else []
     streams = plan_streams(config, tasks) if config.online else []
-    with contextlib.ExitStack() as cluster:  # Ray, once started here, stays up for the whole run
-        config = _with_device(config, execution, cluster)
-        return _run(config, execution, tasks, Work(shards, streams), cluster)
+    summary: RunSummary | None = None
+    try:
+        with contextlib.ExitStack() as cluster:  # Ray, once started here, stays up for the whole run
+            config = _with_device(config, execution, cluster)
+            summary = _run(config, execution, tasks, Work(shards, streams), cluster)
+    except KeyboardInterrupt:
+        if summary is None:
+            raise
+        # a signal while Ray shut down, after the run wrote every file and its manifest: the run is whole,
+        # and saying "nothing was written" (the CLI's word for an interrupt outside a run) would be false
+    return summary
 
 
 def _with_device(config: RunConfig, execution: ExecConfig, cluster: contextlib.ExitStack) -> RunConfig:
