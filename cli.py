@@ -6,7 +6,6 @@ import functools
 import inspect
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -384,15 +383,7 @@ def main() -> None:
         if exc.format_message():  # empty when the parser has just printed the help
             echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
         sys.exit(getattr(exc, "exit_code", 2) or 2)
-    # the command is done: a signal now would only cut the interpreter's teardown short, and Ray's exit
-    # hooks put SIGTERM back to its default (a run that finished was seen killed with 143); leave at
-    # once, as _stop does, with signals ignored
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

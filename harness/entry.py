@@ -25,4 +25,23 @@ def main() -> None:
     except HarnessError as exc:  # a plugin that cannot be loaded: one line naming it
         sys.stderr.write(f"error: {terminal_safe(str(exc))}\n")
         sys.exit(exc.exit_code)
-    cli_main()
+    try:
+        cli_main()
+    except SystemExit as exc:
+        _leave(exc.code)
+
+
+def _leave(code: object) -> None:
+    """The command is done: leave now, signals ignored. The interpreter's teardown would run Ray's exit
+    hooks, which put SIGTERM back to its default: a signal then killed a run that had finished (143)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    if code is not None and not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
