@@ -19,7 +19,7 @@ from harness.commands.run_file import read_settings_tables, use_run_file
 from harness.attack_config import AttackConfig
 from harness.config import DataConfig, ExecConfig, RunConfig, TeacherConfig
 from harness import interrupts
-from harness.errors import HarnessError, Interrupted
+from harness.errors import HarnessError, Interrupted, collect
 from harness.methods import METHODS
 from harness.text import terminal_safe
 from tasks.registry import TASKS
@@ -59,7 +59,6 @@ def run_seeds(options: dict, text: str) -> None:
 
 def paired_tasks(problems: list[str], option: str) -> tuple[str, ...]:
     """`--ood ID:OOD` as the two task specs a run holds: ID, and OOD@ID (tasks.open_set)."""
-    from harness.errors import collect
     from tasks.open_set import SEPARATOR, ood_pair
 
     pair = collect(problems, ood_pair, option, set(TASKS.names()))
@@ -148,7 +147,7 @@ def run(
     from harness.config import DEVICES, PRECISIONS
     from harness.engine.prepare import check, missing_work, resume_config
     from harness import rundir
-    from harness.errors import Problems, collect
+    from harness.errors import Problems
     from harness import settings
     from harness.streams import check_protocol
     from tasks.registry import SOURCES, SUITES

@@ -19,12 +19,11 @@ from harness.report.accuracy import cells
 from harness.report.paper import count_estimate, line_keys
 from harness.report.rowset import RowSet, as_rowset
 from harness.report.stats import RESAMPLES
-from harness.report.png import save_png
+from harness.report.png import DPI, save_png
 from harness.report.reliability_figure import reliability_diagram
 from harness.report.stream_figure import stream_curves
 from harness.report.tables import method_label, teacher_label
 
-DPI = 100
 RUN_FIGSIZE = (8, 5)
 """Inches: the accuracy figure is 800 x 500 pixels, the loss figure 800 wide and as tall as its panels need (loss_size)."""
 ISLAND_PANEL = (2.5, 3)

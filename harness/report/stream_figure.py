@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.report.png import save_png
+from harness.report.png import DPI, save_png
 from harness.report.rowset import RowSet, as_rowset
 
 POINTS = 200
 """Positions drawn per line."""
-DPI, FIGSIZE = 100, (8, 5)
+FIGSIZE = (8, 5)
 """800 x 500 pixels, as the other run figures (harness.report.figures)."""
 ALONG_SQL = f"""
 WITH running AS (

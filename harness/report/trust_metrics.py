@@ -42,7 +42,6 @@ def bin_index(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
 class Reliability:
     """A reliability diagram's bars: per bin, its samples, mean confidence and accuracy (NaN when empty)."""
 
-    edges: np.ndarray
     counts: np.ndarray
     confidence: np.ndarray
     accuracy: np.ndarray
@@ -55,7 +54,7 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BIN
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(index, conf, minlength=bins) / counts
         accuracy = np.bincount(index, hit, minlength=bins) / counts
-    return Reliability(np.linspace(0.0, 1.0, bins + 1), counts, mean_conf, accuracy)
+    return Reliability(counts, mean_conf, accuracy)
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -91,7 +90,6 @@ def ece_replicates(confidence: np.ndarray, correct: np.ndarray, resamples: int, 
 class Tally:
     """Scores of both samples tallied on one grid of distinct values, highest first."""
 
-    values: np.ndarray
     known: np.ndarray
     """In-distribution samples at each value."""
     unknown: np.ndarray
@@ -104,7 +102,7 @@ def tally(id_scores: np.ndarray, ood_scores: np.ndarray) -> Tally:
     place = len(values) - 1 - inverse  # highest first
     known = np.bincount(place[: ids.size], minlength=len(values))
     unknown = np.bincount(place[ids.size :], minlength=len(values))
-    return Tally(values[::-1], known, unknown)
+    return Tally(known, unknown)
 
 
 def _ood_metrics(known: np.ndarray, unknown: np.ndarray) -> dict[str, np.ndarray]:
